@@ -1,0 +1,268 @@
+"""Local covariances and local kernel tensors over a data set (THEORY §2).
+
+    C_ij(x, x') = x_i · x'_j / (λ0 M)          (FC: n = 1, M = N0)
+    K_ij(x, x') = E[σ(h) σ(h')],  (h, h') ~ N(0, [[C_ii(x,x), C_ij(x,x')], [C_ij(x,x'), C_jj(x',x')]])
+    μ_i(x)      = E[σ(h)],  h ~ N(0, C_ii(x,x))
+
+Over the training set K_ij is a P×P block and K_ji = K_ijᵀ, so a train×train tensor stores only
+the blocks of its ``pairs`` (i ≤ j; the diagonal only for LCN and FC). Every block is built by one
+matrix product over all samples followed by the elementwise closed form of
+:mod:`kren.activations`, blocks in parallel threads. The memory a request needs is computed
+before anything is allocated and checked against a budget (default: half the available memory).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations
+from .linalg import full_combine, pair_combine, pair_contract
+
+_BUDGET: int | None = None
+
+
+class MemoryBudgetError(MemoryError):
+    """A kernel request would need more memory than the budget allows."""
+
+
+def available_memory() -> int:
+    """Bytes of memory currently available (Linux MemAvailable; physical pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def set_memory_budget(nbytes: int | None) -> None:
+    """Set the default memory budget for kernel requests (None: half the available memory)."""
+    global _BUDGET
+    if nbytes is not None and (not np.isfinite(nbytes) or nbytes <= 0):
+        raise ValueError(f"memory budget must be a positive number of bytes, got {nbytes!r}")
+    _BUDGET = None if nbytes is None else int(nbytes)
+
+
+def get_memory_budget() -> int:
+    """The budget in force: the value set by :func:`set_memory_budget` or half the available memory."""
+    return _BUDGET if _BUDGET is not None else available_memory() // 2
+
+
+def _fmt(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    raise AssertionError
+
+
+def check_memory(nbytes: int, what: str, budget: int | None = None) -> None:
+    """Raise :class:`MemoryBudgetError` naming the size when ``nbytes`` exceeds the budget."""
+    budget = get_memory_budget() if budget is None else int(budget)
+    if nbytes > budget:
+        raise MemoryBudgetError(
+            f"{what} needs {_fmt(nbytes)} ({nbytes} bytes), over the memory budget of "
+            f"{_fmt(budget)}; use fewer samples, a larger stride, float32 "
+            f"(dtype=np.float32), or raise the budget with kren.kernels.set_memory_budget")
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class KernelTensor:
+    """Train×train local kernels: ``blocks[p]`` = K_ij for ``pairs[p]`` = (i, j), i ≤ j.
+
+    ``mu`` (n, P) are the unit means μ_i(x^μ) (zero for erf and linear), ``var`` (n, P) the
+    local variances C_ii(x^μ, x^μ).
+    """
+
+    blocks: np.ndarray
+    pairs: np.ndarray
+    n: int
+    mu: np.ndarray
+    var: np.ndarray
+
+    @property
+    def P(self) -> int:
+        return self.blocks.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.blocks.nbytes)
+
+    def block(self, i: int, j: int) -> np.ndarray:
+        """K_ij (P×P); K_ji = K_ijᵀ."""
+        hit = np.flatnonzero((self.pairs[:, 0] == min(i, j)) & (self.pairs[:, 1] == max(i, j)))
+        if hit.size == 0:
+            raise KeyError(f"block ({i}, {j}) is not stored (pairs held: {len(self.pairs)})")
+        K = self.blocks[hit[0]]
+        return K if i <= j else K.T
+
+    def combine(self, W) -> np.ndarray:
+        """Σ_ij W_ij K_ij for symmetric W (n×n)."""
+        return pair_combine(W, self.blocks, self.pairs)
+
+    def contract(self, B) -> np.ndarray:
+        """G_ij = ⟨K_ij, B⟩ for symmetric B (P×P)."""
+        return pair_contract(self.blocks, B, self.pairs, self.n)
+
+
+def _variances(patches: np.ndarray, lambda0: float, M: int) -> np.ndarray:
+    """C_ii(x, x) = |x_i|²/(λ0 M), shape (n, P)."""
+    return np.einsum("pnm,pnm->np", patches, patches) / (lambda0 * M)
+
+
+def _prepare(arch, X, dtype, name="X"):
+    X = arch.check_data(X, name)
+    geom = arch.geometry
+    patches = geom.patches(X).astype(dtype, copy=False)              # (P, n, M)
+    var = _variances(patches, arch.lambda0, geom.M).astype(dtype, copy=False)
+    # Patch-major contiguous copies: (n, P, M), so each block is one GEMM.
+    return np.ascontiguousarray(patches.transpose(1, 0, 2)), var
+
+
+def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale):
+    """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
+    def work(p):
+        i, j = pairs[p]
+        blk = out[p]
+        np.matmul(Z1[i], Z2[j].T, out=blk)
+        blk *= scale
+        activations.kernel_inplace(activation, blk, var1[i], var2[j])
+    n_threads = min(_threads(), len(pairs))
+    if n_threads == 1:
+        for p in range(len(pairs)):
+            work(p)
+    else:
+        with ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(work, range(len(pairs))))
+    return out
+
+
+def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
+                  covariance: bool = False) -> KernelTensor:
+    """Train×train tensor K_ij(x^μ, x^ν) for the architecture's pairs (or ``pairs`` given).
+
+    ``covariance=True`` returns the local covariances C_ij instead (the linear kernel).
+    float64 by default; ``dtype=np.float32`` halves the memory.
+    """
+    arch = arch.with_input(X)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    pairs = arch.pairs if pairs is None else np.asarray(pairs, dtype=np.intp)
+    Xc = arch.check_data(X)
+    P, n = Xc.shape[0], arch.n
+    need = len(pairs) * P * P * dtype.itemsize + P * arch.N0 * dtype.itemsize * 2 \
+        + _threads() * P * P * dtype.itemsize
+    check_memory(need, f"train×train kernel tensor ({len(pairs)} blocks of {P}×{P}, {dtype})",
+                 memory_budget)
+    Z, var = _prepare(arch, Xc, dtype)
+    act = "linear" if covariance else arch.activation
+    out = np.empty((len(pairs), P, P), dtype=dtype)
+    _fill_blocks(act, out, Z, Z, var, var, pairs, 1.0 / (arch.lambda0 * arch.M))
+    mu = activations.unit_mean(act, var).astype(dtype, copy=False)
+    return KernelTensor(out, pairs, n, mu, var)
+
+
+def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
+                  covariance: bool = False) -> np.ndarray:
+    """Full tensor K_ij(x1^a, x2^b) for all n² patch pairs, shape (n, n, P1, P2).
+
+    Used for test×train kernels, where K_ij(x0, x) ≠ K_ji(x0, x)ᵀ in general.
+    """
+    arch = arch.with_input(X1)
+    dtype = np.dtype(dtype)
+    A = arch.check_data(X1, "X1")
+    B = arch.check_data(X2, "X2")
+    n = arch.n
+    need = n * n * A.shape[0] * B.shape[0] * dtype.itemsize
+    check_memory(need, f"cross kernel tensor ({n}×{n} blocks of {A.shape[0]}×{B.shape[0]})",
+                 memory_budget)
+    Z1, v1 = _prepare(arch, A, dtype, "X1")
+    Z2, v2 = _prepare(arch, B, dtype, "X2")
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
+    out = np.empty((n * n, A.shape[0], B.shape[0]), dtype=dtype)
+    act = "linear" if covariance else arch.activation
+    _fill_blocks(act, out, Z1, Z2, v1, v2, pairs, 1.0 / (arch.lambda0 * arch.M))
+    return out.reshape(n, n, A.shape[0], B.shape[0])
+
+
+def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
+    """μ_i(x) for every patch and sample, shape (n, P)."""
+    arch = arch.with_input(X)
+    _, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))
+    return activations.unit_mean(arch.activation, var)
+
+
+def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False) -> np.ndarray:
+    """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0)."""
+    arch = arch.with_input(X)
+    Z, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))       # (n, P, M), (n, P)
+    C = np.einsum("ipm,jpm->ijp", Z, Z) / (arch.lambda0 * arch.M)
+    if covariance:
+        return C
+    return activations.kernel(arch.activation, C, var[:, None, :], var[None, :, :])
+
+
+def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
+    """Σ_ij W_ij K_ij(x1, x2), shape (P1, P2), in chunks of X1 so the full tensor is never held."""
+    arch = arch.with_input(X1)
+    A = arch.check_data(X1, "X1")
+    B = arch.check_data(X2, "X2")
+    n = arch.n
+    W = np.asarray(W, dtype=float)
+    per_row = n * n * B.shape[0] * np.dtype(dtype).itemsize
+    budget = get_memory_budget() if memory_budget is None else int(memory_budget)
+    chunk = int(max(1, min(A.shape[0], (budget // 4) // max(per_row, 1))))
+    out = np.empty((A.shape[0], B.shape[0]))
+    for s in range(0, A.shape[0], chunk):
+        Kx = cross_kernels(arch, A[s:s + chunk], B, dtype=dtype, memory_budget=budget)
+        out[s:s + chunk] = full_combine(W, Kx)
+    return out
+
+
+def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
+    """Infinite-width kernel (THEORY §2): K/λ1 (FC) or (1/(λ1 n)) Σ_i K_ii (LCN and CNN)."""
+    arch = arch.with_input(X1)
+    n = arch.n
+    A = arch.check_data(X1, "X1")
+    if X2 is None:
+        P = A.shape[0]
+        check_memory(n * P * P * np.dtype(dtype).itemsize, f"NNGP kernel ({n} blocks of {P}×{P})",
+                     memory_budget)
+        Z, var = _prepare(arch, A, np.dtype(dtype))
+        K = np.zeros((P, P))
+        blk = np.empty((P, P), dtype=dtype)
+        for i in range(n):
+            np.matmul(Z[i], Z[i].T, out=blk)
+            blk *= 1.0 / (arch.lambda0 * arch.M)
+            activations.kernel_inplace(arch.activation, blk, var[i], var[i])
+            K += blk
+        K = 0.5 * (K + K.T)
+        return K / (arch.lambda1 * n)
+    B = arch.check_data(X2, "X2")
+    Z1, v1 = _prepare(arch, A, np.dtype(dtype), "X1")
+    Z2, v2 = _prepare(arch, B, np.dtype(dtype), "X2")
+    K = np.zeros((A.shape[0], B.shape[0]))
+    blk = np.empty_like(K, dtype=dtype)
+    for i in range(n):
+        np.matmul(Z1[i], Z2[i].T, out=blk)
+        blk *= 1.0 / (arch.lambda0 * arch.M)
+        activations.kernel_inplace(arch.activation, blk, v1[i], v2[i])
+        K += blk
+    return K / (arch.lambda1 * n)

@@ -1,0 +1,105 @@
+"""Linear-algebra primitives the generated code is printed in terms of.
+
+Nothing here is physics: these are the operations the SymPy printer of ``derivations.printer``
+maps matrix expressions onto, so that the generated action, gradient and predictor never form an
+explicit inverse and never loop over samples in Python.
+
+Kernel tensors over the training set are stored as blocks ``K[p]`` (shape (P, P)) for a list of
+patch pairs ``pairs[p] = (i, j)`` with i ≤ j; the block (j, i) is K[p]ᵀ.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import cho_factor as _cho_factor, cho_solve as _cho_solve
+from scipy.linalg import lapack as _lapack
+
+
+class NotPositiveDefiniteError(np.linalg.LinAlgError):
+    """A matrix that must be positive definite (A = T𝟙 + K_R, Q, 𝟙 + Q̄) is not."""
+
+
+def cho_factor(A: np.ndarray, what: str = "matrix"):
+    """Cholesky factor (c, lower) of a symmetric positive-definite matrix."""
+    try:
+        return _cho_factor(A, lower=True, check_finite=False)
+    except np.linalg.LinAlgError as exc:
+        raise NotPositiveDefiniteError(f"{what} is not positive definite ({exc})") from None
+
+
+def cho_solve(cho, b: np.ndarray) -> np.ndarray:
+    """A⁻¹ b from a Cholesky factor of A."""
+    return _cho_solve(cho, b, check_finite=False)
+
+
+def cho_logdet(cho) -> float:
+    """log det A = 2 Σ log diag(L)."""
+    return 2.0 * float(np.sum(np.log(np.diagonal(cho[0]))))
+
+
+def cho_inverse(cho) -> np.ndarray:
+    """A⁻¹ from a Cholesky factor of A (LAPACK potri), symmetrized."""
+    c, lower = cho
+    inv, info = _lapack.dpotri(c, lower=lower) if c.dtype == np.float64 else _lapack.spotri(c, lower=lower)
+    if info != 0:
+        raise NotPositiveDefiniteError(f"potri failed with info={info}")
+    if lower:
+        inv = np.tril(inv)
+        inv = inv + np.tril(inv, -1).T
+    else:
+        inv = np.triu(inv)
+        inv = inv + np.triu(inv, 1).T
+    return inv
+
+
+def triu_pairs(n: int) -> np.ndarray:
+    """All pairs (i, j), i ≤ j, row-major: the storage order of a CNN kernel tensor."""
+    i, j = np.triu_indices(n)
+    return np.stack([i, j], axis=1).astype(np.intp)
+
+
+def diag_pairs(n: int) -> np.ndarray:
+    """Pairs (i, i): the storage order of an LCN kernel tensor."""
+    i = np.arange(n)
+    return np.stack([i, i], axis=1).astype(np.intp)
+
+
+def _flat(blocks: np.ndarray) -> np.ndarray:
+    return blocks.reshape(blocks.shape[0], -1)
+
+
+def pair_combine(W: np.ndarray, blocks: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Σ_ij W_ij K_ij for a symmetric n×n W over stored blocks (i ≤ j).
+
+    Σ_ij W_ij K_ij = S + Sᵀ with S = Σ_i (W_ii/2) K_ii + Σ_{i<j} W_ij K_ij: one pass (a GEMV)
+    over the tensor.
+    """
+    W = np.asarray(W)
+    coef = W[pairs[:, 0], pairs[:, 1]].astype(blocks.dtype, copy=True)
+    coef[pairs[:, 0] == pairs[:, 1]] *= 0.5
+    P1, P2 = blocks.shape[1:]
+    S = (coef @ _flat(blocks)).reshape(P1, P2)
+    return S + S.T
+
+
+def pair_contract(blocks: np.ndarray, B: np.ndarray, pairs: np.ndarray, n: int) -> np.ndarray:
+    """n×n symmetric matrix G_ij = Σ_μν K_ij[μ, ν] B[μ, ν] for a symmetric B (one pass).
+
+    Entries for pairs not stored (off-diagonal ones of an LCN tensor) are zero.
+    """
+    g = _flat(blocks) @ np.ascontiguousarray(B, dtype=blocks.dtype).ravel()
+    G = np.zeros((n, n), dtype=np.result_type(g, np.float64))
+    G[pairs[:, 0], pairs[:, 1]] = g
+    G[pairs[:, 1], pairs[:, 0]] = g
+    return G
+
+
+def full_combine(W: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Σ_ij W_ij K_ij over a full tensor of blocks, shape (n, n, ...) (test×train or test diagonal)."""
+    n = blocks.shape[0]
+    return np.tensordot(np.asarray(W, dtype=blocks.dtype).reshape(n * n),
+                        blocks.reshape((n * n,) + blocks.shape[2:]), axes=1)
+
+
+def sym(A: np.ndarray) -> np.ndarray:
+    """(A + Aᵀ)/2."""
+    return 0.5 * (A + A.T)
