@@ -179,27 +179,32 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
 
 
 def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
-                  covariance: bool = False) -> np.ndarray:
+                  covariance: bool = False, diagonal: bool = False) -> np.ndarray:
     """Full tensor K_ij(x1^a, x2^b) for all n² patch pairs, shape (n, n, P1, P2).
 
     Used for test×train kernels, where K_ij(x0, x) ≠ K_ji(x0, x)ᵀ in general.
+    ``diagonal=True`` returns only the blocks K_ii, shape (n, P1, P2) (all an LCN needs).
     """
     arch = arch.with_input(X1)
     dtype = np.dtype(dtype)
     A = arch.check_data(X1, "X1")
     B = arch.check_data(X2, "X2")
     n = arch.n
-    need = n * n * A.shape[0] * B.shape[0] * dtype.itemsize
-    check_memory(need, f"cross kernel tensor ({n}×{n} blocks of {A.shape[0]}×{B.shape[0]})",
+    n_blocks = n if diagonal else n * n
+    need = n_blocks * A.shape[0] * B.shape[0] * dtype.itemsize
+    check_memory(need, f"cross kernel tensor ({n_blocks} blocks of {A.shape[0]}×{B.shape[0]})",
                  memory_budget)
     Z1, v1 = _prepare(arch, A, dtype, "X1")
     Z2, v2 = _prepare(arch, B, dtype, "X2")
-    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
-    out = np.empty((n * n, A.shape[0], B.shape[0]), dtype=dtype)
+    if diagonal:
+        pairs = np.stack([np.arange(n), np.arange(n)], axis=1)
+    else:
+        ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
+    out = np.empty((n_blocks, A.shape[0], B.shape[0]), dtype=dtype)
     act = "linear" if covariance else arch.activation
     _fill_blocks(act, out, Z1, Z2, v1, v2, pairs, 1.0 / (arch.lambda0 * arch.M))
-    return out.reshape(n, n, A.shape[0], B.shape[0])
+    return out if diagonal else out.reshape(n, n, A.shape[0], B.shape[0])
 
 
 def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
@@ -209,10 +214,16 @@ def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     return activations.unit_mean(arch.activation, var)
 
 
-def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False) -> np.ndarray:
-    """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0)."""
+def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
+                  diagonal: bool = False) -> np.ndarray:
+    """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0).
+
+    ``diagonal=True`` returns only K_ii(x0, x0), shape (n, P0).
+    """
     arch = arch.with_input(X)
     Z, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))       # (n, P, M), (n, P)
+    if diagonal:
+        return var.copy() if covariance else activations.kernel(arch.activation, var, var, var)
     C = np.einsum("ipm,jpm->ijp", Z, Z) / (arch.lambda0 * arch.M)
     if covariance:
         return C

@@ -1,0 +1,904 @@
+r"""The effective actions of THEORY §3 and the predictor of THEORY §4, in SymPy.
+
+Matrix level (symbolic sizes n, P). The train×train local kernels form a tensor {K_ij}, i, j = 1..n,
+of P×P blocks with K_ji = K_ijᵀ; μ is the n×P matrix whose row i holds the unit means μ_i(x^ν).
+Two custom SymPy objects carry the tensor:
+
+    PairSum(W, K)      = Σ_ij W_ij K_ij                 (P×P, linear in the n×n matrix W)
+    PairContract(K, B) = G,   G_ij = ⟨K_ij, B⟩ = Σ_μν K_ij[μ,ν] B[μ,ν]     (n×n)
+
+PairContract is the adjoint of PairSum: Tr(B · PairSum(W, K)) = Tr(PairContract(K, B) · W)
+for every n×n W and P×P B (rule D5 below), and G is symmetric when B is.
+
+Action (CNN: Q, Q̄ symmetric n×n; LCN: diagonal; FC: n = 1, scalars):
+
+    R   = (𝟙 + Q̄)⁻¹
+    K_R = (1/(λ1 n)) [PairSum(Q, K) − μᵀ Q μ + μᵀ R μ]
+    A   = T𝟙 + K_R
+    S   = −Tr(Q Q̄) + log det(𝟙 + Q̄) + (1/N) [log det A + yᵀ A⁻¹ y]
+
+Gradients. For symmetric Q the gradient ∇_Q S is the symmetric matrix with dS = Tr(∇_Q S dQ) for
+every symmetric dQ (so ∂S/∂Q_ii = (∇_Q S)_ii and, Q_ij = Q_ji being one variable,
+∂S/∂Q_ij = 2 (∇_Q S)_ij for i ≠ j). They follow from the differential rules
+
+    D1  d Tr X = Tr dX                 D2  d(XY) = dX Y + X dY
+    D3  d X⁻¹ = −X⁻¹ dX X⁻¹            D4  d log det X = Tr(X⁻¹ dX)
+    D5  Tr(B PairSum(dW, K)) = Tr(PairContract(K, B) dW)
+    D6  Tr(XY) = Tr(YX),  Tr X = Tr Xᵀ
+
+which :func:`differential` applies mechanically, and :func:`gradient` turns dS = Σ Tr(M_k dQ)
+into ∇ = sym(Σ M_k). With F = log det A + yᵀA⁻¹y, D4 and D3 give dF = Tr(B dA),
+
+    B = A⁻¹ − z zᵀ,  z = A⁻¹ y,
+
+and dA = (1/(λ1 n)) [PairSum(dQ, K) − μᵀ dQ μ − μᵀ R dQ̄ R μ] with D5 then give
+
+    ∇_Q S  = −Q̄ + (PairContract(K, B) − μ B μᵀ)/(N λ1 n)
+    ∇_Q̄ S  = −Q + R − R (μ B μᵀ) R/(N λ1 n).
+
+Zero mean (μ = 0): ∇_Q̄ S = −Q + R = 0 gives Q̄ = Q⁻¹ − 𝟙 (solved by SymPy in
+:func:`eliminate_Qbar`), and up to the constant −n
+
+    S(Q) = Tr Q − log det Q + (1/N) [log det A + yᵀ A⁻¹ y],   ∇_Q S = 𝟙 − Q⁻¹ + G/(N λ1 n),
+    G = PairContract(K, B).
+
+Every gradient is checked against SymPy's own differentiation of the explicit expression (explicit
+Matrix of Symbols, n = 1, 2, 3 and P = 2, 3) by :func:`verify_gradients`.
+
+FC eigenbasis (THEORY §3): with the (centered) kernel K − μμᵀ = U diag(k) Uᵀ, ỹ = Uᵀy, m = Uᵀμ,
+D_k = T + Q k_k/λ1 and r = 1/(1 + Q̄), the matrix determinant lemma and Sherman–Morrison give
+O(P) forms (:func:`fc_eigen_zero_mean`, :func:`fc_eigen_relu`).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy import Determinant, Identity, Inverse, MatrixSymbol, Trace, Transpose, log
+from sympy.matrices.expressions import MatrixExpr
+from sympy.matrices.expressions.diagonal import DiagMatrix, DiagonalOf
+from sympy.matrices.expressions.matadd import MatAdd
+from sympy.matrices.expressions.matmul import MatMul
+
+__all__ = [
+    "n", "P", "P0", "P1", "P2", "T", "N", "lambda1", "K", "Kx", "Kd",
+    "PairSum", "FullSum", "PairContract", "Inner", "ModeSum",
+    "Program", "cnn_program", "lcn_program", "fc_program", "predictor_program",
+    "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
+    "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
+]
+
+# ----------------------------------------------------------------------------------------------
+# Symbols
+# ----------------------------------------------------------------------------------------------
+
+n = sp.Symbol("n", integer=True, positive=True)            # number of patches
+P = sp.Symbol("P", integer=True, positive=True)            # training set size
+P0 = sp.Symbol("P0", integer=True, positive=True)          # test set size
+P1 = sp.Symbol("P1", integer=True, positive=True)
+P2 = sp.Symbol("P2", integer=True, positive=True)
+T, N, lambda1 = sp.symbols("T N lambda1", positive=True)
+
+K = sp.Symbol("K")      # train×train kernel tensor {K_ij}, stored pairs (i ≤ j)
+Kx = sp.Symbol("Kx")    # full tensor K_ij(x1^a, x2^b), shape (n, n, P1, P2)
+Kd = sp.Symbol("Kd")    # full tensor K_ij(x0^a, x0^a), shape (n, n, P0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom objects
+# ----------------------------------------------------------------------------------------------
+
+class PairSum(MatrixExpr):
+    """Σ_ij W_ij K_ij over a train×train kernel tensor stored by pairs (a linear map of W)."""
+
+    def __new__(cls, W, tensor, rows, cols):
+        return super().__new__(cls, W, tensor, sp.sympify(rows), sp.sympify(cols))
+
+    @property
+    def W(self):
+        return self.args[0]
+
+    @property
+    def tensor(self):
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return (self.args[2], self.args[3])
+
+    def _eval_transpose(self):
+        # (Σ W_ij K_ij)ᵀ = Σ W_ij K_ji = Σ W_ji K_ij: symmetric W gives a symmetric sum.
+        return PairSum(Transpose(self.W), self.tensor, self.args[3], self.args[2]) \
+            if not is_symmetric(self.W) else self
+
+
+class FullSum(PairSum):
+    """Σ_ij W_ij K_ij over a full (n, n, ...) tensor (test×train blocks or test diagonals)."""
+
+    def _eval_transpose(self):
+        return Transpose(self, evaluate=False) if hasattr(Transpose, "evaluate") else None
+
+
+class PairContract(MatrixExpr):
+    """G_ij = ⟨K_ij, B⟩ = Σ_μν K_ij[μ,ν] B[μ,ν]; symmetric n×n for symmetric B."""
+
+    def __new__(cls, tensor, B, size):
+        return super().__new__(cls, tensor, B, sp.sympify(size))
+
+    @property
+    def tensor(self):
+        return self.args[0]
+
+    @property
+    def B(self):
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return (self.args[2], self.args[2])
+
+    def _eval_transpose(self):
+        return self if is_symmetric(self.B) else PairContract(self.tensor, Transpose(self.B),
+                                                              self.args[2])
+
+
+class Inner(sp.Expr):
+    """⟨X, Y⟩ = Σ_μν X[μ,ν] Y[μ,ν] = Tr(Xᵀ Y) (the n = 1 PairContract)."""
+
+    is_commutative = True
+
+    def __new__(cls, X, Y):
+        return super().__new__(cls, X, Y)
+
+
+class ModeSum(sp.Expr):
+    """Σ_k f(k_k, ỹ_k, m_k): a sum over the eigenmodes of the kernel, written with the per-mode
+    symbols ``k``, ``yt``, ``m`` standing for the k-th eigenvalue and projections.
+
+    Differentiation passes inside: d/dx Σ_k f = Σ_k ∂f/∂x.
+    """
+
+    is_commutative = True
+
+    def __new__(cls, summand):
+        return super().__new__(cls, sp.sympify(summand))
+
+    @property
+    def summand(self):
+        return self.args[0]
+
+    def _eval_derivative(self, s):
+        return ModeSum(sp.diff(self.summand, s))
+
+
+# ----------------------------------------------------------------------------------------------
+# Symmetry knowledge
+# ----------------------------------------------------------------------------------------------
+
+#: Names of matrix symbols that are symmetric (Q, Q̄, A, K_R, B, R, the FC kernel K, ...).
+SYMMETRIC = {"Q", "Qbar", "A", "K_R", "B", "R", "G", "K", "M", "Qd", "Qbard",
+             "dS_dQ", "dS_dQbar"}
+
+
+def is_symmetric(X) -> bool:
+    """True when X is symmetric by construction (structural test, never numerical)."""
+    if isinstance(X, MatrixSymbol):
+        return X.name in SYMMETRIC
+    if isinstance(X, (Identity, DiagMatrix)):
+        return True
+    if isinstance(X, Inverse):
+        return is_symmetric(X.arg)
+    if isinstance(X, MatAdd):
+        return all(is_symmetric(a) for a in X.args)
+    if isinstance(X, PairContract):
+        return is_symmetric(X.B)
+    if isinstance(X, PairSum) and not isinstance(X, FullSum):
+        return is_symmetric(X.W)
+    if isinstance(X, MatMul):
+        c, mats = X.as_coeff_matrices()
+        if len(mats) == 1:
+            return is_symmetric(mats[0])
+        # palindromic products X1 X2 ... X2ᵀ X1ᵀ with a symmetric middle
+        k = len(mats)
+        for a in range(k // 2):
+            if sp.simplify(mats[a] - transpose(mats[k - 1 - a])) != sp.ZeroMatrix(*mats[a].shape) \
+                    and mats[a] != transpose(mats[k - 1 - a]):
+                return False
+        return True if k % 2 == 0 else is_symmetric(mats[k // 2])
+    return False
+
+
+def transpose(X):
+    """Xᵀ using the symmetry knowledge (Sᵀ = S for symmetric S, (XY)ᵀ = YᵀXᵀ)."""
+    if not isinstance(X, MatrixExpr):
+        return X
+    if is_symmetric(X):
+        return X
+    if isinstance(X, Transpose):
+        return X.arg
+    if isinstance(X, MatMul):
+        c, mats = X.as_coeff_matrices()
+        return MatMul(c, *[transpose(m) for m in reversed(mats)]).doit(deep=False)
+    if isinstance(X, MatAdd):
+        return MatAdd(*[transpose(a) for a in X.args]).doit(deep=False)
+    return Transpose(X)
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentials (rules D1–D6) and gradients
+# ----------------------------------------------------------------------------------------------
+
+def differential(expr, var, dvar, defs=None):
+    """The differential of ``expr`` in the direction ``dvar`` of the matrix (or scalar) ``var``.
+
+    ``defs`` maps bound symbols (e.g. A, R) to their definitions, differentiated through by the
+    chain rule. Rules: D1–D4 of the module docstring, linearity, and dW ↦ PairSum(dW, K).
+    """
+    defs = defs or {}
+    d = lambda e: differential(e, var, dvar, defs)  # noqa: E731
+    if expr == var:
+        return dvar
+    if expr in defs:
+        return d(defs[expr])
+    if not expr.has(var) and not any(expr.has(s) for s in defs):
+        return sp.S.Zero if not isinstance(expr, MatrixExpr) else sp.ZeroMatrix(*expr.shape)
+    if isinstance(expr, (sp.Add, MatAdd)):
+        parts = [d(a) for a in expr.args]
+        parts = [p for p in parts if not _is_zero(p)]
+        if not parts:
+            return sp.ZeroMatrix(*expr.shape) if isinstance(expr, MatrixExpr) else sp.S.Zero
+        return MatAdd(*parts) if isinstance(expr, MatrixExpr) else sp.Add(*parts)
+    if isinstance(expr, (sp.Mul, MatMul)):                                   # D2
+        args = list(expr.args)
+        terms = []
+        for k, a in enumerate(args):
+            da = d(a)
+            if _is_zero(da):
+                continue
+            new = args[:k] + [da] + args[k + 1:]
+            terms.append(MatMul(*new) if isinstance(expr, MatrixExpr) else sp.Mul(*new))
+        if not terms:
+            return sp.ZeroMatrix(*expr.shape) if isinstance(expr, MatrixExpr) else sp.S.Zero
+        return MatAdd(*terms) if isinstance(expr, MatrixExpr) else sp.Add(*terms)
+    if isinstance(expr, Inverse):                                            # D3
+        X = expr.arg
+        return -MatMul(Inverse(X), d(X), Inverse(X))
+    if isinstance(expr, Trace):                                              # D1
+        return Trace(d(expr.arg))
+    if isinstance(expr, Transpose):
+        return Transpose(d(expr.arg))
+    if isinstance(expr, sp.log) and isinstance(expr.args[0], Determinant):  # D4
+        X = expr.args[0].arg
+        return Trace(MatMul(Inverse(X), d(X)))
+    if isinstance(expr, sp.log):
+        u = expr.args[0]
+        return d(u) / u
+    if isinstance(expr, sp.Pow) and not isinstance(expr, MatrixExpr):
+        b, e = expr.args
+        if e.has(var):
+            raise NotImplementedError(f"variable exponent in {expr}")
+        return e * b ** (e - 1) * d(b)
+    if isinstance(expr, PairSum):                                           # linear in W
+        return type(expr)(d(expr.W), expr.tensor, *expr.shape)
+    if isinstance(expr, DiagMatrix):
+        return DiagMatrix(d(expr.args[0]))
+    raise NotImplementedError(f"no differential rule for {type(expr).__name__}: {expr}")
+
+
+def _is_zero(e) -> bool:
+    return e == 0 or isinstance(e, sp.ZeroMatrix) or (
+        isinstance(e, MatMul) and any(isinstance(a, sp.ZeroMatrix) for a in e.args))
+
+
+def _trace_terms(lin):
+    """Split a scalar linear form into [(coefficient, matrix product)] with Tr of each product."""
+    lin = sp.expand(lin)
+    out = []
+    for term in sp.Add.make_args(lin):
+        coef, rest = sp.S.One, []
+        for f in sp.Mul.make_args(term):
+            if isinstance(f, Trace):
+                rest.append(f)
+            else:
+                coef *= f
+        if len(rest) != 1:
+            raise NotImplementedError(f"term is not c·Tr(...): {term}")
+        X = rest[0].arg
+        for t in MatAdd.make_args(sp.expand(X)):
+            c, mats = (t.as_coeff_matrices() if isinstance(t, MatMul) else (sp.S.One, [t]))
+            out.append((coef * c, list(mats)))
+    return out
+
+
+def gradient(lin, dvar):
+    """∇ with lin = Tr(∇ dvar): D6 rotates dvar to the end of every product, D5 moves it out of
+    PairSum, and the result is symmetrized (dvar symmetric) unless already symmetric.
+
+    For a scalar dvar the result is the coefficient of dvar.
+    """
+    if not isinstance(dvar, MatrixExpr):
+        return sp.expand(sp.diff(lin, dvar)) if lin.has(dvar) else sp.S.Zero
+    total = []
+    for coef, mats in _trace_terms(lin):
+        # factors may be Transpose(dvar), PairSum(dvar, K) or dvar itself
+        k = [i for i, m in enumerate(mats) if m.has(dvar)]
+        if len(k) != 1:
+            raise NotImplementedError(f"dvar must occur once per term: {mats}")
+        k = k[0]
+        rot = mats[k + 1:] + mats[:k]                    # Tr(X dV Y) = Tr(Y X dV)
+        Mk = MatMul(*rot).doit() if rot else None
+        f = mats[k]
+        if isinstance(f, Transpose):                     # Tr(M dVᵀ) = Tr(Mᵀ dV)
+            f, Mk = f.arg, (transpose(Mk) if Mk is not None else None)
+        if isinstance(f, PairSum):                       # D5
+            if f.W != dvar:
+                raise NotImplementedError(f"PairSum of {f.W}")
+            Mk = PairContract(f.tensor, Mk, dvar.shape[0])
+        elif f != dvar:
+            raise NotImplementedError(f"cannot isolate {dvar} in {f}")
+        total.append(coef * (Mk if Mk is not None else Identity(dvar.shape[0])))
+    if not total:
+        return sp.ZeroMatrix(*dvar.shape)
+    grad = MatAdd(*total).doit()
+    return grad if is_symmetric(grad) else (grad + transpose(grad)) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Programs: ordered definitions (what the code generator prints)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Program:
+    """Ordered definitions ``name := expression`` (later ones may use earlier names)."""
+
+    defs: list = field(default_factory=list)            # [(symbol, expression)]
+    inputs: dict = field(default_factory=dict)          # name -> symbol
+
+    def add(self, sym, expr):
+        self.defs.append((sym, expr))
+        return sym
+
+    def __getitem__(self, name):
+        for s, e in self.defs:
+            if str(s) == name:
+                return e
+        raise KeyError(name)
+
+    def symbol(self, name):
+        for s, _ in self.defs:
+            if str(s) == name:
+                return s
+        raise KeyError(name)
+
+    def expanded(self, name):
+        """The expression of ``name`` with every earlier definition substituted in."""
+        e = self[name]
+        for s, d in reversed(self.defs):
+            if e.has(s):
+                e = e.xreplace({s: d})
+        for _ in range(len(self.defs)):
+            hit = [(s, d) for s, d in self.defs if e.has(s)]
+            if not hit:
+                break
+            e = e.xreplace(dict(hit))
+        return e
+
+
+def _core_symbols():
+    Q = MatrixSymbol("Q", n, n)
+    Qbar = MatrixSymbol("Qbar", n, n)
+    mu = MatrixSymbol("mu", n, P)
+    y = MatrixSymbol("y", P, 1)
+    return Q, Qbar, mu, y
+
+
+def _data_term(prog, A, y):
+    """F = log det A + yᵀ A⁻¹ y and B = ∇_A F = A⁻¹ − A⁻¹ y yᵀ A⁻¹ (rules D3, D4)."""
+    F = log(Determinant(A)) + Trace(y.T * Inverse(A) * y)
+    dA = MatrixSymbol("dA", *A.shape)
+    Bexpr = gradient(differential(F, A, dA), dA)
+    return F, Bexpr
+
+
+def cnn_program(zero_mean: bool, diagonal: bool = False) -> Program:
+    """The CNN action (THEORY §3) as a program: R, K_R, A, S, then B, G and the gradients.
+
+    ``diagonal=True`` restricts Q, Q̄ to diagonal matrices diag(q), diag(q̄) (the LCN,
+    THEORY §5.6); the gradients are then the diagonals of the CNN gradients (dQ = diag(dq)).
+    """
+    Q, Qbar, mu, y = _core_symbols()
+    prog = Program()
+    if diagonal:
+        q, qbar = MatrixSymbol("q", n, 1), MatrixSymbol("qbar", n, 1)
+        prog.inputs = {"q": q, "qbar": qbar, "mu": mu, "y": y}
+    else:
+        prog.inputs = {"Q": Q, "Qbar": Qbar, "mu": mu, "y": y}
+    In, IP = Identity(n), Identity(P)
+    A = MatrixSymbol("A", P, P)
+    K_R = MatrixSymbol("K_R", P, P)
+    R = MatrixSymbol("R", n, n)
+    if diagonal:
+        Qm, Qbm = DiagMatrix(q), DiagMatrix(qbar)
+        prog.add(MatrixSymbol("Qd", n, n), Qm)
+        Qm = prog.symbol("Qd")
+        if not zero_mean:
+            prog.add(MatrixSymbol("Qbard", n, n), Qbm)
+            Qbm = prog.symbol("Qbard")
+    else:
+        Qm, Qbm = Q, Qbar
+    if zero_mean:
+        prog.add(K_R, PairSum(Qm, K, P, P) / (lambda1 * n))
+    else:
+        prog.add(R, Inverse(In + Qbm))
+        prog.add(K_R, (PairSum(Qm, K, P, P) - mu.T * Qm * mu + mu.T * R * mu) / (lambda1 * n))
+    prog.add(A, T * IP + K_R)
+    F, Bexpr = _data_term(prog, A, y)
+    S = sp.Symbol("S")
+    if zero_mean:
+        prog.add(S, Trace(Qm) - log(Determinant(Qm)) + F / N)
+    else:
+        prog.add(S, -Trace(Qm * Qbm) + log(Determinant(In + Qbm)) + F / N)
+    B = prog.add(MatrixSymbol("B", P, P), Bexpr)
+    # Gradients by differentials through the definitions: dS = (1/N) Tr(B dA) + direct terms.
+    dQ = MatrixSymbol("dQ", n, n)
+    direct = {Qm: Q} if not diagonal else {}
+    S0 = (Trace(Q) - log(Determinant(Q))) if zero_mean else \
+        (-Trace(Q * Qbm) + log(Determinant(In + Qbm)))
+    KR_def = prog[str(K_R)].xreplace({Qm: Q} if diagonal else {})
+    lin_Q = differential(S0, Q, dQ) + Trace(B * differential(KR_def, Q, dQ, {})) / N
+    G = prog.add(MatrixSymbol("G", n, n), PairContract(K, B, n))
+    gQ = gradient(lin_Q, dQ).xreplace({PairContract(K, B, n): G})
+    if diagonal:
+        gQ = gQ.xreplace({Q: Qm})
+        prog.add(MatrixSymbol("dS_dq", n, 1), DiagonalOf(gQ))
+    else:
+        prog.add(MatrixSymbol("dS_dQ", n, n), gQ)
+    del direct
+    if not zero_mean:
+        dQb = MatrixSymbol("dQbar", n, n)
+        Qb_free = Qbar
+        S0b = -Trace(Qm * Qb_free) + log(Determinant(In + Qb_free))
+        KRb = prog[str(K_R)].xreplace({R: Inverse(In + Qb_free)})
+        lin_Qb = differential(S0b, Qb_free, dQb) + \
+            Trace(B * differential(KRb, Qb_free, dQb, {})) / N
+        gQb = gradient(lin_Qb, dQb).xreplace({Inverse(In + Qb_free): R})
+        if diagonal:
+            gQb = gQb.xreplace({Qb_free: Qbm})
+            prog.add(MatrixSymbol("dS_dqbar", n, 1), DiagonalOf(gQb))
+        else:
+            prog.add(MatrixSymbol("dS_dQbar", n, n), gQb)
+    return prog
+
+
+def lcn_program(zero_mean: bool) -> Program:
+    """The LCN action: the CNN action restricted to diagonal Q = diag(q), Q̄ = diag(q̄)."""
+    return cnn_program(zero_mean, diagonal=True)
+
+
+def fc_program(zero_mean: bool) -> Program:
+    """The FC action (n = 1): scalar Q, Q̄; K the P×P kernel, m0 the P-vector of unit means.
+
+    K_R = (Q (K − m0 m0ᵀ) + r m0 m0ᵀ)/λ1, r = 1/(1 + Q̄);
+    S = −Q Q̄ + log(1 + Q̄) + (1/N)[log det A + yᵀA⁻¹y]   (zero mean: Q − log Q + ...).
+    """
+    Qs, Qbs = sp.symbols("Q Qbar", real=True)
+    Kf = MatrixSymbol("K", P, P)
+    m0 = MatrixSymbol("m0", P, 1)
+    y = MatrixSymbol("y", P, 1)
+    prog = Program(inputs={"Q": Qs, "Qbar": Qbs, "K": Kf, "m0": m0, "y": y})
+    A = MatrixSymbol("A", P, P)
+    K_R = MatrixSymbol("K_R", P, P)
+    r = sp.Symbol("r", positive=True)
+    if zero_mean:
+        prog.add(K_R, Qs * Kf / lambda1)
+    else:
+        prog.add(r, 1 / (1 + Qbs))
+        prog.add(K_R, (Qs * (Kf - m0 * m0.T) + r * m0 * m0.T) / lambda1)
+    prog.add(A, T * Identity(P) + K_R)
+    F, Bexpr = _data_term(prog, A, y)
+    S = sp.Symbol("S")
+    S0 = (Qs - log(Qs)) if zero_mean else (-Qs * Qbs + log(1 + Qbs))
+    prog.add(S, S0 + F / N)
+    B = prog.add(MatrixSymbol("B", P, P), Bexpr)
+    dQ = sp.Symbol("dQ")
+    KR_def = prog[str(K_R)]
+    defs = {} if zero_mean else {r: 1 / (1 + Qbs)}
+    back = {1 + Qbs: 1 / r}                      # write (1 + Q̄)^k as r^(-k)
+    # dS = dS0 + (1/N) Tr(B dK_R); for the scalar Q, Tr(B K) = ⟨K, B⟩ (B symmetric).
+    lin = sp.diff(S0, Qs) * dQ + Trace(B * differential(KR_def, Qs, dQ, defs)) / N
+    prog.add(sp.Symbol("dS_dQ"), _scalar_grad(lin.xreplace(back), dQ, Kf, B))
+    if not zero_mean:
+        dQb = sp.Symbol("dQbar")
+        lin = sp.diff(S0, Qbs) * dQb + Trace(B * differential(KR_def, Qbs, dQb, defs)) / N
+        prog.add(sp.Symbol("dS_dQbar"), _scalar_grad(lin.xreplace(back), dQb, Kf, B))
+    return prog
+
+
+def _scalar_grad(lin, dv, Kf, B):
+    """Coefficient of the scalar dv in a linear form c·dv·Tr(X): Tr(B K) is written ⟨K, B⟩
+    (B symmetric) and every other product is rotated (D6) into a 1×1 form such as m0ᵀ B m0."""
+    out = sp.S.Zero
+    for term in sp.Add.make_args(sp.expand(lin)):
+        coef, tr = sp.S.One, None
+        for f in sp.Mul.make_args(term):
+            if isinstance(f, Trace):
+                tr = f
+            else:
+                coef *= f
+        if tr is None:
+            out += sp.diff(coef, dv)
+            continue
+        for t in MatAdd.make_args(sp.expand(tr.arg)):
+            c, mats = (t.as_coeff_matrices() if isinstance(t, MatMul) else (sp.S.One, [t]))
+            mats = list(mats)
+            if sorted(mats, key=str) == sorted([B, Kf], key=str):
+                val = Inner(Kf, B)
+            else:
+                rows = [i for i, m in enumerate(mats) if m.shape[0] == 1]
+                k = rows[0] if rows else 0
+                val = Trace(MatMul(*(mats[k:] + mats[:k])))
+            out += sp.diff(coef * c, dv) * val
+    return out
+
+
+def predictor_program() -> Program:
+    """THEORY §4: mean = k_R A⁻¹ y = k_R z, var = K_R(x0, x0) − diag(k_R A⁻¹ k_Rᵀ),
+    train error (1/P)[T² yᵀA⁻²y + T Tr(K_R A⁻¹)]."""
+    kR = MatrixSymbol("kR", P0, P)
+    kR00 = MatrixSymbol("kR00", P0, 1)
+    A = MatrixSymbol("A", P, P)
+    z = MatrixSymbol("z", P, 1)
+    y = MatrixSymbol("y", P, 1)
+    K_R = MatrixSymbol("K_R", P, P)
+    prog = Program(inputs={"kR": kR, "kR00": kR00, "A": A, "z": z, "y": y, "K_R": K_R})
+    prog.add(MatrixSymbol("mean", P0, 1), kR * z)
+    prog.add(MatrixSymbol("var", P0, 1), kR00 - DiagonalOf(kR * Inverse(A) * kR.T))
+    prog.add(sp.Symbol("train_error"),
+             (T**2 * Trace(y.T * Inverse(A) * Inverse(A) * y) + T * Trace(K_R * Inverse(A))) / P)
+    return prog
+
+
+def cross_program(diagonal: bool, zero_mean: bool, scalar: bool = False) -> Program:
+    """K_R between two sets (THEORY §4): (1/(λ1 n))[Σ_ij Q_ij Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ R μ2], and
+    the test diagonal K_R(x0, x0) = (1/(λ1 n))[Σ_ij Q_ij Kd_ij − diag(μ0ᵀQμ0) + diag(μ0ᵀRμ0)]."""
+    prog = Program()
+    if scalar:
+        Qm, Qbm = sp.symbols("Q Qbar", real=True)
+        size = sp.S.One
+    elif diagonal:
+        q, qbar = MatrixSymbol("q", n, 1), MatrixSymbol("qbar", n, 1)
+        Qm = prog.add(MatrixSymbol("Qd", n, n), DiagMatrix(q))
+        Qbm = prog.add(MatrixSymbol("Qbard", n, n), DiagMatrix(qbar)) if not zero_mean else None
+        size = n
+    else:
+        Qm, Qbm = MatrixSymbol("Q", n, n), MatrixSymbol("Qbar", n, n)
+        size = n
+    mu1, mu2, mu0 = (MatrixSymbol("mu1", size, P1), MatrixSymbol("mu2", size, P2),
+                     MatrixSymbol("mu0", size, P0))
+    if zero_mean:
+        prog.add(MatrixSymbol("kR", P1, P2), FullSum(Qm, Kx, P1, P2) / (lambda1 * size))
+        prog.add(MatrixSymbol("kR00", P0, 1), FullSum(Qm, Kd, P0, 1) / (lambda1 * size))
+        return prog
+    R = MatrixSymbol("R", size, size) if not scalar else sp.Symbol("r", positive=True)
+    prog.add(R, Inverse(Identity(size) + Qbm) if not scalar else 1 / (1 + Qbm))
+    prog.add(MatrixSymbol("kR", P1, P2),
+             (FullSum(Qm, Kx, P1, P2) + mu1.T * (R - Qm) * mu2) / (lambda1 * size)
+             if not scalar else (FullSum(Qm, Kx, P1, P2) + (R - Qm) * mu1.T * mu2) / lambda1)
+    prog.add(MatrixSymbol("kR00", P0, 1),
+             (FullSum(Qm, Kd, P0, 1) + DiagonalOf(mu0.T * (R - Qm) * mu0)) / (lambda1 * size)
+             if not scalar else (FullSum(Qm, Kd, P0, 1) + (R - Qm) * DiagonalOf(mu0.T * mu0))
+             / lambda1)
+    return prog
+
+
+# ----------------------------------------------------------------------------------------------
+# FC eigenbasis forms
+# ----------------------------------------------------------------------------------------------
+
+def fc_eigen_zero_mean():
+    """S(Q) = Q − log Q + (1/N) Σ_k [log D_k + ỹ_k²/D_k],  D_k = T + Q k_k/λ1.
+
+    Returns (S, dS/dQ, d²S/dQ²) with Q, and the per-mode symbols k, yt, by SymPy's diff.
+    """
+    Qs = sp.Symbol("Q", positive=True)
+    k, yt = sp.symbols("k yt", real=True)
+    D = T + Qs * k / lambda1
+    S = Qs - log(Qs) + ModeSum(log(D) + yt**2 / D) / N
+    return S, sp.diff(S, Qs), sp.diff(S, Qs, 2), {"Q": Qs, "k": k, "yt": yt}
+
+
+def fc_eigen_relu():
+    """Relu FC in the eigenbasis of the centered kernel K − μμᵀ = U diag(k) Uᵀ (m = Uᵀμ,
+    ỹ = Uᵀy, r = 1/(1+Q̄), D_k = T + Q k_k/λ1, s0 = Σ ỹ²/D, s1 = Σ m²/D, s2 = Σ ỹ m/D):
+
+        S = −Q Q̄ + log(1+Q̄) + (1/N)[Σ log D + log(1 + r s1/λ1) + s0 − (r/λ1) s2²/(1 + r s1/λ1)]
+
+    (matrix determinant lemma and Sherman–Morrison for A = U[diag(D) + (r/λ1) m mᵀ]Uᵀ).
+    Returns (S, gradient (2,), Hessian (2×2)) in (Q, Q̄), by SymPy's diff, and the symbols.
+    """
+    Qs, Qbs = sp.symbols("Q Qbar", real=True)
+    k, yt, m = sp.symbols("k yt m", real=True)
+    D = T + Qs * k / lambda1
+    r = 1 / (1 + Qbs)
+    s0, s1, s2 = ModeSum(yt**2 / D), ModeSum(m**2 / D), ModeSum(yt * m / D)
+    den = 1 + r * s1 / lambda1
+    S = -Qs * Qbs + log(1 + Qbs) + (ModeSum(log(D)) + log(den) + s0
+                                    - (r / lambda1) * s2**2 / den) / N
+    v = (Qs, Qbs)
+    grad = [sp.diff(S, a) for a in v]
+    hess = [[sp.diff(S, a, b) for b in v] for a in v]
+    return S, grad, hess, {"Q": Qs, "Qbar": Qbs, "k": k, "yt": yt, "m": m}
+
+
+# ----------------------------------------------------------------------------------------------
+# Zero-mean elimination of Q̄
+# ----------------------------------------------------------------------------------------------
+
+def eliminate_Qbar(size: int = 2):
+    """Solve ∂S/∂Q̄ = 0 at μ = 0 with SymPy on explicit symmetric size×size matrices.
+
+    At μ = 0, S depends on Q̄ only through S0 = −Tr(QQ̄) + log det(𝟙+Q̄); its stationarity
+    −Q + (𝟙+Q̄)⁻¹ = 0 is multiplied by (𝟙+Q̄) into the linear system Q(𝟙+Q̄) = 𝟙, which SymPy
+    solves for the entries of Q̄. Returns (Q̄*, S0(Q, Q̄*)) and asserts Q̄* = Q⁻¹ − 𝟙 and
+    S0 = Tr Q − log det Q − size (the constant −size is dropped in the action).
+    """
+    Qm = _sym_matrix("Q", size)
+    Qbm = _sym_matrix("Qbar", size)
+    unknowns = sorted(Qbm.free_symbols, key=str)
+    eqs = list(Qm * (sp.eye(size) + Qbm) - sp.eye(size))
+    sol = sp.solve(eqs, unknowns, dict=True)
+    if len(sol) != 1:
+        raise AssertionError(f"expected one solution, got {sol}")
+    Qb_star = Qbm.xreplace(sol[0])
+    assert sp.simplify(Qb_star - (Qm.inv() - sp.eye(size))) == sp.zeros(size, size)
+    S0 = -(Qm * Qb_star).trace() + log((sp.eye(size) + Qb_star).det())
+    # log det(𝟙 + Q̄*) = −log det Q  ⇔  det(𝟙 + Q̄*) det Q = 1
+    assert sp.simplify((sp.eye(size) + Qb_star).det() * Qm.det() - 1) == 0
+    assert sp.simplify(-(Qm * Qb_star).trace() - (Qm.trace() - size)) == 0
+    return Qb_star, S0
+
+
+def _sym_matrix(name, size):
+    return sp.Matrix(size, size, lambda i, j: sp.Symbol(f"{name}_{min(i, j)}{max(i, j)}",
+                                                        real=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Explicit evaluation (small sizes) and verification
+# ----------------------------------------------------------------------------------------------
+
+def explicit(expr, env):
+    """Evaluate a matrix-level expression on explicit SymPy matrices.
+
+    ``env`` maps symbol names to sympy Matrices (or scalars), and the tensor names ``K``/``Kx``/
+    ``Kd`` to dicts {(i, j): block} holding every block K_ij (both orders).
+    """
+    ev = lambda e: explicit(e, env)  # noqa: E731
+    if isinstance(expr, (MatrixSymbol, sp.Symbol)) and str(expr) in env:
+        return env[str(expr)]
+    if isinstance(expr, sp.Symbol) or expr.is_Number:
+        return expr
+    size = lambda d: int(sp.sympify(d).xreplace({s: env[str(s)] for s in (n, P, P0, P1, P2)  # noqa: E731
+                                                   if str(s) in env}))
+    if isinstance(expr, Identity):
+        return sp.eye(size(expr.shape[0]))
+    if isinstance(expr, sp.ZeroMatrix):
+        return sp.zeros(size(expr.shape[0]), size(expr.shape[1]))
+    if isinstance(expr, MatAdd):
+        out = ev(expr.args[0])
+        for a in expr.args[1:]:
+            out = out + ev(a)
+        return out
+    if isinstance(expr, MatMul):
+        out = sp.S.One
+        for a in expr.args:
+            v = ev(a)
+            out = out * v
+        return out
+    if isinstance(expr, Transpose):
+        return ev(expr.arg).T
+    if isinstance(expr, Inverse):
+        X = ev(expr.arg)
+        return X.adjugate() / X.det()
+    if isinstance(expr, Determinant):
+        return ev(expr.arg).det()
+    if isinstance(expr, Trace):
+        v = ev(expr.arg)
+        return v.trace() if isinstance(v, sp.MatrixBase) else v
+    if isinstance(expr, DiagMatrix):
+        v = ev(expr.args[0])
+        return sp.diag(*list(v))
+    if isinstance(expr, DiagonalOf):
+        v = ev(expr.args[0])
+        return sp.Matrix([v[i, i] for i in range(min(v.shape))])
+    if isinstance(expr, PairSum):
+        W = ev(expr.W)
+        blocks = env[str(expr.tensor)]
+        W = W if isinstance(W, sp.MatrixBase) else sp.Matrix([[W]])
+        out = None
+        for (i, j), Kij in blocks.items():
+            t = W[i, j] * Kij
+            out = t if out is None else out + t
+        return out
+    if isinstance(expr, PairContract):
+        B = ev(expr.B)
+        blocks = env[str(expr.tensor)]
+        k = size(expr.shape[0])
+        return sp.Matrix(k, k, lambda i, j: sum(
+            (blocks[(i, j)][a, b] * B[a, b] for a in range(B.shape[0]) for b in range(B.shape[1])),
+            sp.S.Zero) if (i, j) in blocks else sp.S.Zero)
+    if isinstance(expr, Inner):
+        X, Y = ev(expr.args[0]), ev(expr.args[1])
+        return sum((X[a, b] * Y[a, b] for a in range(X.shape[0]) for b in range(X.shape[1])),
+                   sp.S.Zero)
+    if isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.log)):
+        args = [ev(a) for a in expr.args]
+        if isinstance(expr, sp.Mul):
+            out = sp.S.One
+            for a in args:
+                out = out * a
+            return out
+        if isinstance(expr, sp.Add):
+            out = sp.S.Zero
+            for a in args:
+                out = out + a
+            return out
+        return expr.func(*args)
+    raise NotImplementedError(f"explicit: {type(expr).__name__}")
+
+
+def _random_data(arch, size, Psz, zero_mean, rng, symbolic):
+    """Explicit data: K_ij = Φ_iᵀ Φ_j / d from random rational features (a valid kernel), μ, y."""
+    d = Psz + 1
+    Phi = [sp.Matrix(d, Psz, lambda a, b: sp.Rational(rng.randint(-9, 9), 7)) for _ in range(size)]
+    blocks = {}
+    for i in range(size):
+        for j in range(size):
+            if arch == "lcn" and i != j:
+                continue
+            blocks[(i, j)] = (Phi[i].T * Phi[j]) / d
+    if symbolic:
+        blocks = {}
+        for i in range(size):
+            for j in range(i, size):
+                if arch == "lcn" and i != j:
+                    continue
+                Kij = sp.Matrix(Psz, Psz, lambda a, b: sp.Symbol(
+                    f"K{i}{j}_{min(a, b)}{max(a, b)}" if i == j else f"K{i}{j}_{a}{b}", real=True))
+                blocks[(i, j)] = Kij
+                blocks[(j, i)] = Kij.T
+    if zero_mean:
+        mu = sp.zeros(size, Psz)
+    elif symbolic:
+        mu = sp.Matrix(size, Psz, lambda i, a: sp.Symbol(f"mu_{i}{a}", real=True))
+    else:
+        mu = sp.Matrix(size, Psz, lambda i, a: sp.Rational(rng.randint(1, 9), 10))
+    y = (sp.Matrix(Psz, 1, lambda a, _: sp.Symbol(f"y_{a}", real=True)) if symbolic else
+         sp.Matrix(Psz, 1, lambda a, _: sp.Rational(rng.randint(-9, 9), 5)))
+    return blocks, mu, y
+
+
+def action_explicit(arch: str, size: int, Psz: int, zero_mean: bool, symbolic: bool = True,
+                    seed: int = 0):
+    """(S, symbols) with explicit matrices: the action of THEORY §3 for n = ``size`` patches and
+    P = ``Psz`` samples, every entry a Symbol (``symbolic=True``) or, for the data, a random
+    rational (seeded; K built from random features, so it is a valid kernel).
+
+    CNN: Q, Q̄ symmetric matrices of symbols Q_ij (i ≤ j); LCN: diagonal; FC: size must be 1 and
+    Q, Q̄ are scalars. The dict holds Q, Qbar (absent when zero_mean), K (blocks {(i,j): Matrix}),
+    mu, y, T, N, lambda1.
+    """
+    if arch not in ("cnn", "lcn", "fc"):
+        raise ValueError(f"arch must be 'cnn', 'lcn' or 'fc', got {arch!r}")
+    if arch == "fc" and size != 1:
+        raise ValueError("FC has n = 1")
+    rng = random.Random(seed)
+    blocks, mu, y = _random_data(arch, size, Psz, zero_mean, rng, symbolic)
+    env = {"K": blocks, "mu": mu, "y": y, "T": T, "N": N, "lambda1": lambda1}
+    if arch == "fc":
+        prog = fc_program(zero_mean)
+        Qs, Qbs = prog.inputs["Q"], prog.inputs["Qbar"]
+        env.update({"K": blocks[(0, 0)], "m0": mu.T, "Q": Qs, "Qbar": Qbs})
+    elif arch == "lcn":
+        prog = lcn_program(zero_mean)
+        env.update({"q": sp.Matrix(size, 1, lambda i, _: sp.Symbol(f"q_{i}", positive=True)),
+                    "qbar": sp.Matrix(size, 1, lambda i, _: sp.Symbol(f"qbar_{i}", real=True))})
+    else:
+        prog = cnn_program(zero_mean)
+        env.update({"Q": _sym_matrix("Q", size), "Qbar": _sym_matrix("Qbar", size)})
+    env["n"] = sp.Integer(size)
+    env["P"] = sp.Integer(Psz)
+    S = explicit(prog.expanded("S"), env)
+    if zero_mean:
+        env.pop("Qbar", None)
+        env.pop("qbar", None)
+    return S, env
+
+
+def _grad_names(arch, zero_mean):
+    if arch == "lcn":
+        return [("q", "dS_dq")] + ([] if zero_mean else [("qbar", "dS_dqbar")])
+    return [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])
+
+
+def verify_gradients(arch: str, size: int, Psz: int, zero_mean: bool, seed: int = 0,
+                     points: int = 1) -> int:
+    """Check the derived gradients against SymPy's differentiation of the explicit action.
+
+    The data (K from random rational features, μ, y, T, N, λ1) are exact rationals, the order
+    parameters are Symbols; SymPy differentiates S with respect to every independent entry, and
+    at ``points`` random rational points the result must EQUAL (exact rational arithmetic) the
+    derived gradient: ∂S/∂Q_ij = (2 − δ_ij)(∇_Q S)_ij (Q symmetric), ∂S/∂q_i = (∇_q S)_i (LCN),
+    dS/dQ (FC). Returns the number of entries compared; raises AssertionError on a mismatch.
+    """
+    rng = random.Random(seed + 1)
+    S, env = action_explicit(arch, size, Psz, zero_mean, symbolic=False, seed=seed)
+    num = {T: sp.Rational(rng.randint(2, 9), 10), N: sp.Integer(rng.randint(2, 9)),
+           lambda1: sp.Rational(rng.randint(5, 15), 10)}
+    S = S.xreplace(num)
+    env = {k: (v.xreplace(num) if hasattr(v, "xreplace") and not isinstance(v, dict) else v)
+           for k, v in env.items()}
+    prog = {"fc": fc_program, "lcn": lcn_program, "cnn": cnn_program}[arch](zero_mean)
+    count = 0
+    for _ in range(points):
+        point = {}
+        for name in ("Q", "Qbar", "q", "qbar"):
+            v = env.get(name)
+            if v is None:
+                continue
+            for s in (v.free_symbols if hasattr(v, "free_symbols") else []):
+                if s.name.startswith(("Q_", "q_")):
+                    off = s.name.endswith(tuple(f"{i}{i}" for i in range(size))) or name == "q"
+                    point[s] = sp.Rational(rng.randint(8, 14), 10) if (off or arch != "cnn") \
+                        else sp.Rational(rng.randint(-2, 2), 10)
+                else:
+                    point[s] = sp.Rational(rng.randint(-3, 5), 10) if arch != "cnn" or \
+                        s.name.endswith(tuple(f"{i}{i}" for i in range(size))) else \
+                        sp.Rational(rng.randint(-1, 1), 20)
+        if arch == "fc":
+            for name in ("Q", "Qbar"):
+                s = env.get(name)
+                if s is not None:
+                    point[s] = sp.Rational(rng.randint(8, 14), 10) if name == "Q" \
+                        else sp.Rational(rng.randint(-3, 5), 10)
+        env_pt = {k: (v.xreplace(point) if hasattr(v, "xreplace") and not isinstance(v, dict)
+                      else v) for k, v in env.items()}
+        for var, gname in (_grad_names(arch, zero_mean) if arch != "fc" else
+                           [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])):
+            derived = explicit(prog.expanded(gname), {**env_pt, **{str(k): v for k, v in
+                                                                   num.items()}})
+            V = env[var]
+            if arch == "fc":
+                got = sp.diff(S, V).xreplace(point)
+                want = sp.nsimplify(derived) if not isinstance(derived, sp.MatrixBase) \
+                    else derived[0, 0]
+                if sp.simplify(got - want) != 0:
+                    raise AssertionError(f"fc {gname}: SymPy {got} != derived {want}")
+                count += 1
+                continue
+            for i in range(size):
+                for j in range(i, size):
+                    if arch == "lcn" and i != j:
+                        continue
+                    s = V[i, j] if arch == "cnn" else V[i, 0]
+                    got = sp.diff(S, s).xreplace(point)
+                    want = (derived[i, j] * (1 if i == j else 2)) if arch == "cnn" \
+                        else derived[i, 0]
+                    if sp.simplify(got - want) != 0:
+                        raise AssertionError(
+                            f"{arch} n={size} P={Psz} {gname}[{i},{j}]: SymPy {got} != "
+                            f"derived {want}")
+                    count += 1
+    return count
+
+
+def all_programs():
+    """Every program the code generator prints, keyed by (module, variant)."""
+    return {
+        ("cnn", "general"): cnn_program(False), ("cnn", "zero_mean"): cnn_program(True),
+        ("lcn", "general"): lcn_program(False), ("lcn", "zero_mean"): lcn_program(True),
+        ("fc", "general"): fc_program(False), ("fc", "zero_mean"): fc_program(True),
+        ("predictor", ""): predictor_program(),
+    }
+

@@ -1,0 +1,405 @@
+"""Langevin sampling of the Bayesian posterior of a finite network (THEORY §1).
+
+Posterior ∝ exp(−(λ0/2)|W|² − (λ1/2)|v|²) · exp(−L/T),  L = ½ Σ_μ (f(x^μ) − y^μ)².
+It is the stationary law of dθ = −(∇L + Tλθ) dt + √(2T) dB, discretised (full batch) as
+
+    θ ← θ − η (∇_θ L + T λ θ) + √(2ηT) ξ,      ξ ~ N(0, 1),   λ = λ0 (first layer), λ1 (readout).
+
+This unadjusted update (ULA) has an O(η) bias in the sampled law; ``metropolis=True`` turns the
+same update into a proposal accepted with the Metropolis–Hastings probability
+min(1, exp(−(U' − U)/T − (|θ − θ' + η∇U'|² − |θ' − θ + η∇U|²)/(4ηT))),  U = L + (T/2) Σ λ θ²,
+(MALA), which samples the posterior exactly for any η.
+
+Several independent chains (independent prior draws and noise) advance together, batched on the
+chain axis. After ``burn_in`` steps every ``thin``-th state is kept: its test predictions, its
+training predictions and loss, and (optionally) the empirical kernel K̂ of THEORY §3 step 2
+averaged over kept draws. :class:`SamplingResult` turns these into posterior predictive means,
+variances and test errors with Monte-Carlo standard errors, and into the diagnostics of
+:mod:`kren.sampling.diagnostics`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..architecture import check_positive
+from .diagnostics import RHAT_THRESHOLD, diagnose, effective_sample_size, split_chains
+from .networks import build_network, resolve_device, resolve_dtype
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}, got {value}")
+    return int(value)
+
+
+@dataclass
+class TestError:
+    """ε = (1/P0) Σ_0 ⟨(y0 − f0)²⟩ = bias² + variance (THEORY §4), with its Monte-Carlo error.
+
+    ``total`` is the mean over draws of e_s = (1/P0) Σ_0 (y0 − f0_s)²; ``bias2`` =
+    (1/P0) Σ_0 (y0 − f̄0)², ``variance`` = (1/P0) Σ_0 (1/S) Σ_s (f0_s − f̄0)², so total = bias2 +
+    variance exactly; ``se`` = sd(e)/√ESS(e) (ESS of the per-draw test error over all chains).
+    """
+
+    total: float
+    bias2: float
+    variance: float
+    se: float
+    ess: float
+
+
+@dataclass
+class SamplingResult:
+    """Draws of one Langevin run and the statistics built from them.
+
+    Arrays (NumPy, float64): ``loss_trace`` (C, steps) training loss L at every step;
+    ``test_predictions`` (C, S, P0) f(x0) at the kept draws; ``train_predictions`` (C, S, P);
+    ``kernel`` (P_K, P_K) or None: K̂ averaged over all kept draws and chains;
+    ``kernel_chains`` (C, P_K, P_K): the same per chain; ``acceptance`` (C,) MALA acceptance
+    rates (1 for ULA).
+    """
+
+    N: int
+    T: float
+    step_size: float
+    steps: int
+    burn_in: int
+    thin: int
+    chains: int
+    metropolis: bool
+    loss_trace: np.ndarray
+    train_predictions: np.ndarray
+    test_predictions: np.ndarray | None
+    y_train: np.ndarray | None
+    y_test: np.ndarray | None
+    kernel: np.ndarray | None
+    kernel_chains: np.ndarray | None
+    acceptance: np.ndarray
+    wall_time: float
+    arch: object = field(repr=False, default=None)
+    network: object = field(repr=False, default=None)
+    rhat_threshold: float = RHAT_THRESHOLD
+    min_ess: float = 100.0
+
+    # ----------------------------------------------------------------- draws
+    @property
+    def draws(self) -> int:
+        """Kept draws per chain S."""
+        return int(self.train_predictions.shape[1])
+
+    def _pred(self, which):
+        if which == "test":
+            if self.test_predictions is None:
+                raise ValueError("no test set was given to the sampler (X_test=None)")
+            return self.test_predictions, self.y_test
+        if which == "train":
+            return self.train_predictions, self.y_train
+        raise ValueError(f"which must be 'test' or 'train', got {which!r}")
+
+    def predictive_mean(self, which: str = "test"):
+        """Posterior predictive mean ⟨f0⟩ per input and its Monte-Carlo standard error."""
+        from .diagnostics import mcse_mean
+        F, _ = self._pred(which)
+        return F.mean(axis=(0, 1)), mcse_mean(F)
+
+    def predictive_var(self, which: str = "test") -> np.ndarray:
+        """Posterior variance of f0 per input, (1/(CS)) Σ (f0 − ⟨f0⟩)² over all draws."""
+        F, _ = self._pred(which)
+        return F.reshape(-1, F.shape[-1]).var(axis=0)
+
+    def per_draw_error(self, which: str = "test") -> np.ndarray:
+        """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S)."""
+        F, y = self._pred(which)
+        if y is None:
+            raise ValueError(f"no {which} targets were given")
+        return ((F - y) ** 2).mean(axis=2)
+
+    def error(self, which: str = "test") -> TestError:
+        """Test (or training) error with bias²/variance split and standard error (see TestError)."""
+        F, y = self._pred(which)
+        e = self.per_draw_error(which)
+        mean = F.mean(axis=(0, 1))
+        bias2 = float(((y - mean) ** 2).mean())
+        var = float(self.predictive_var(which).mean())
+        total = float(e.mean())
+        sd = float(np.sqrt(split_chains(e).var(ddof=1))) if e.size > 1 else 0.0
+        ess = float(effective_sample_size(e)) if e.shape[1] >= 4 else 1.0
+        return TestError(total, bias2, var, sd / math.sqrt(ess), ess)
+
+    def test_error(self) -> TestError:
+        return self.error("test")
+
+    def train_error(self) -> TestError:
+        return self.error("train")
+
+    def diagnostics(self):
+        """:class:`~kren.sampling.diagnostics.Diagnostics` of the kept draws (split-R̂, τ, ESS).
+
+        Uses the test predictions (training predictions when there is no test set), the
+        training loss at the kept draws, and the per-draw test error when test targets exist.
+        """
+        F = self.test_predictions if self.test_predictions is not None else self.train_predictions
+        kept = self.loss_trace[:, self.burn_in + self.thin - 1::self.thin][:, :self.draws]
+        te = None
+        if self.test_predictions is not None and self.y_test is not None:
+            te = self.per_draw_error("test")
+        return diagnose(F, kept, te, rhat_threshold=self.rhat_threshold, min_ess=self.min_ess)
+
+    def summary(self) -> dict:
+        """Plain-number summary (JSON-ready)."""
+        d = {"N": self.N, "T": self.T, "step_size": self.step_size, "steps": self.steps,
+             "burn_in": self.burn_in, "thin": self.thin, "chains": self.chains,
+             "draws_per_chain": self.draws, "metropolis": self.metropolis,
+             "acceptance": [float(a) for a in self.acceptance], "wall_time_s": self.wall_time}
+        if self.test_predictions is not None and self.y_test is not None:
+            te = self.test_error()
+            d["test_error"] = {"total": te.total, "se": te.se, "bias2": te.bias2,
+                               "variance": te.variance, "ess": te.ess}
+        if self.y_train is not None:
+            tr = self.train_error()
+            d["train_error"] = {"total": tr.total, "se": tr.se}
+        d["diagnostics"] = self.diagnostics().as_dict()
+        return d
+
+
+class LangevinSampler:
+    """Full-batch Langevin sampler of the posterior of a width-N ``arch`` network at temperature T.
+
+    Parameters: ``step_size`` η; ``chains`` independent chains (each started from its own prior
+    draw); ``dtype`` float32 (default) or float64; ``device`` "cpu" (default), "cuda" or "auto";
+    ``seed`` fixes the prior draws and every noise increment; ``metropolis`` turns ULA into MALA;
+    ``train_first_layer=False`` freezes W at its prior draw (then the readout posterior is
+    exactly GP regression with kernel K̂(W) — used by the tests).
+    """
+
+    def __init__(self, arch, N: int, T: float, step_size: float, chains: int = 4,
+                 dtype=torch.float32, device="cpu", seed: int = 0, metropolis: bool = False,
+                 train_first_layer: bool = True):
+        self.T = check_positive(T, "T")
+        self.step_size = check_positive(step_size, "step_size")
+        self.chains = _check_int(chains, "chains", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.metropolis = bool(metropolis)
+        self.train_first_layer = bool(train_first_layer)
+        self.arch = arch
+        self.N = N
+        self.network = None
+        if arch.geometry is not None:
+            self.network = self._build()
+
+    def _build(self):
+        ss = np.random.SeedSequence(self.seed)
+        init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
+        self._noise_seed = noise_seed
+        return build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
+                             seed=init_seed, chains=self.chains)
+
+    # ------------------------------------------------------------------ run
+    def run(self, X=None, y=None, steps: int = 1000, burn_in: int | None = None, thin: int = 10,
+            X_test=None, y_test=None, X_kernel="train", progress=None) -> SamplingResult:
+        """Run every chain ``steps`` steps; keep every ``thin``-th state after ``burn_in``.
+
+        ``X``/``y``: training set ((P, N0) or (P, *input_shape); y (P,)). ``X=None`` samples the
+        prior (L = 0). ``X_test``/``y_test``: inputs whose predictions are recorded (y_test
+        optional). ``X_kernel``: inputs of the averaged K̂ ("train" (default), None to skip, or
+        an array). ``burn_in`` defaults to steps // 2. ``progress``: a callable(step, loss) called
+        every ``max(1, steps // 20)`` steps (e.g. for printing), or None.
+        """
+        steps = _check_int(steps, "steps", 1)
+        burn_in = steps // 2 if burn_in is None else _check_int(burn_in, "burn_in", 0)
+        thin = _check_int(thin, "thin", 1)
+        if burn_in >= steps:
+            raise ValueError(f"burn_in ({burn_in}) must be smaller than steps ({steps})")
+        S = (steps - burn_in) // thin
+        if S < 1:
+            raise ValueError(f"no draws are kept: (steps − burn_in) // thin = 0 "
+                             f"(steps={steps}, burn_in={burn_in}, thin={thin})")
+        arch = self.arch
+        if X is not None and arch.geometry is None:
+            arch = self.arch = arch.with_input(X)
+        if self.network is None:
+            if arch.geometry is None:
+                raise ValueError("FC without input_shape needs training data X to fix N0")
+            self.network = self._build()
+        net = self.network
+        dev, dt = net.device, net.dtype
+        T, eta = self.T, self.step_size
+        C = self.chains
+
+        if X is None:
+            if y is not None:
+                raise ValueError("y given without X")
+            x = torch.zeros((0, net.n, net.M), dtype=dt, device=dev)
+            yt = torch.zeros(0, dtype=dt, device=dev)
+            y_np = None
+        else:
+            x = net.patches(X)
+            y_np = np.asarray(y, dtype=np.float64) if y is not None else None
+            if y_np is None or y_np.shape != (x.shape[0],):
+                raise ValueError(f"y must have shape ({x.shape[0]},) to match X, got "
+                                 f"{None if y_np is None else y_np.shape}")
+            if not np.all(np.isfinite(y_np)):
+                raise ValueError("y contains NaN or inf")
+            yt = torch.as_tensor(y_np, dtype=dt, device=dev)
+        xt = None
+        yt_np = None
+        if X_test is not None:
+            xt = net.patches(X_test, "X_test")
+            if y_test is not None:
+                yt_np = np.asarray(y_test, dtype=np.float64)
+                if yt_np.shape != (xt.shape[0],):
+                    raise ValueError(f"y_test must have shape ({xt.shape[0]},), got {yt_np.shape}")
+        if isinstance(X_kernel, str):
+            if X_kernel != "train":
+                raise ValueError(f"X_kernel must be 'train', None or an array, got {X_kernel!r}")
+            xk = x if x.shape[0] > 0 else None
+        elif X_kernel is None:
+            xk = None
+        else:
+            xk = net.patches(X_kernel, "X_kernel")
+
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(self._noise_seed)
+        lam_W, lam_v = net.lambda0, net.lambda1
+        noise = math.sqrt(2.0 * eta * T)
+
+        P = x.shape[0]
+        loss_trace = torch.empty((steps, C), dtype=dt, device=dev)
+        train_pred = torch.empty((S, C, P), dtype=dt, device=dev)
+        test_pred = torch.empty((S, C, xt.shape[0]), dtype=dt, device=dev) if xt is not None else None
+        ksum = (torch.zeros((C, xk.shape[0], xk.shape[0]), dtype=torch.float64, device=dev)
+                if xk is not None else None)
+        accepted = torch.zeros(C, dtype=torch.float64, device=dev)
+
+        def evaluate():
+            L, f, gW, gv = net.loss_and_grad(x, yt)
+            gW.add_(net.W.data, alpha=T * lam_W)        # ∇U = ∇L + Tλθ
+            gv.add_(net.v.data, alpha=T * lam_v)
+            if not self.train_first_layer:
+                gW.zero_()
+            return L, f, gW, gv
+
+        def energy(L, W, v):                            # U/T per chain
+            dW = tuple(range(1, W.ndim))
+            return L / T + 0.5 * lam_W * (W * W).sum(dim=dW) + 0.5 * lam_v * (v * v).sum(dim=(1, 2))
+
+        W, v = net.W.data, net.v.data
+        L, f, gW, gv = evaluate()
+        U = energy(L, W, v) if self.metropolis else None
+        every = max(1, steps // 20)
+        t0 = time.perf_counter()
+        k = 0
+        with torch.no_grad():
+            for t in range(steps):
+                W0, v0 = W.clone(), v.clone()
+                xiW = torch.randn(W.shape, generator=gen, dtype=dt, device=dev)
+                xiv = torch.randn(v.shape, generator=gen, dtype=dt, device=dev)
+                if self.train_first_layer:
+                    W.add_(gW, alpha=-eta).add_(xiW, alpha=noise)
+                v.add_(gv, alpha=-eta).add_(xiv, alpha=noise)
+                L1, f1, gW1, gv1 = evaluate()
+                if self.metropolis:
+                    U1 = energy(L1, W, v)
+                    dims_w = tuple(range(1, W.ndim))
+                    fwd = ((W - W0 + eta * gW) ** 2).sum(dim=dims_w) + ((v - v0 + eta * gv) ** 2).sum(dim=(1, 2))
+                    bwd = ((W0 - W + eta * gW1) ** 2).sum(dim=dims_w) + ((v0 - v + eta * gv1) ** 2).sum(dim=(1, 2))
+                    log_alpha = -(U1 - U) - (bwd - fwd) / (4.0 * eta * T)
+                    u = torch.rand(C, generator=gen, dtype=dt, device=dev)
+                    acc = torch.log(u) < log_alpha
+                    accepted += acc.to(torch.float64)
+                    aw = acc.view((C,) + (1,) * (W.ndim - 1))
+                    av = acc.view(C, 1, 1)
+                    W.copy_(torch.where(aw, W, W0))
+                    v.copy_(torch.where(av, v, v0))
+                    L = torch.where(acc, L1, L)
+                    f = torch.where(acc[:, None], f1, f)
+                    gW = torch.where(aw, gW1, gW)
+                    gv = torch.where(av, gv1, gv)
+                    U = torch.where(acc, U1, U)
+                else:
+                    L, f, gW, gv = L1, f1, gW1, gv1
+                loss_trace[t] = L
+                if t >= burn_in and (t - burn_in + 1) % thin == 0 and k < S:
+                    train_pred[k] = f
+                    if xt is not None:
+                        test_pred[k] = net._f(_act(net, net._pre(xt)))
+                    if ksum is not None:
+                        phi = _act(net, net._pre(xk)).flatten(2).to(torch.float64)
+                        ksum += torch.einsum("cpk,cqk->cpq", phi, phi)
+                    k += 1
+                if progress is not None and (t + 1) % every == 0:
+                    progress(t + 1, float(L.mean()))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        wall = time.perf_counter() - t0
+        if not torch.isfinite(loss_trace).all():
+            raise FloatingPointError(
+                f"the Langevin dynamics diverged (non-finite loss) with step size η = {eta}; "
+                "use a smaller step size")
+        norm = 1.0 / (net.lambda1 * net.N * net.n)
+        kernel_chains = (ksum * norm / S).cpu().numpy() if ksum is not None else None
+        return SamplingResult(
+            N=net.N, T=T, step_size=eta, steps=steps, burn_in=burn_in, thin=thin, chains=C,
+            metropolis=self.metropolis,
+            loss_trace=loss_trace.T.cpu().double().numpy(),
+            train_predictions=train_pred.transpose(0, 1).cpu().double().numpy(),
+            test_predictions=(test_pred.transpose(0, 1).cpu().double().numpy()
+                              if test_pred is not None else None),
+            y_train=y_np, y_test=yt_np,
+            kernel=kernel_chains.mean(axis=0) if kernel_chains is not None else None,
+            kernel_chains=kernel_chains,
+            acceptance=(accepted / steps).cpu().numpy() if self.metropolis else np.ones(C),
+            wall_time=wall, arch=arch, network=net)
+
+
+def _act(net, h):
+    from .networks import _sigma
+    return _sigma(net.activation, h)
+
+
+def sample_posterior(arch, N: int, X, y, T: float, step_size: float, steps: int,
+                     burn_in: int | None = None, thin: int = 10, chains: int = 4, X_test=None,
+                     y_test=None, X_kernel="train", dtype=torch.float32, device="cpu",
+                     seed: int = 0, metropolis: bool = False, progress=None) -> SamplingResult:
+    """One call: build a :class:`LangevinSampler` and run it (arguments as there)."""
+    sampler = LangevinSampler(arch, N, T, step_size, chains=chains, dtype=dtype, device=device,
+                              seed=seed, metropolis=metropolis)
+    return sampler.run(X, y, steps=steps, burn_in=burn_in, thin=thin, X_test=X_test,
+                       y_test=y_test, X_kernel=X_kernel, progress=progress)
+
+
+def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: int = 0,
+                      chains: int = 4) -> float:
+    """η = fraction / h_max, h_max the largest curvature of U = L + (T/2) Σ λθ² at prior draws.
+
+    h_max = max over chains of the top eigenvalue of the Gauss–Newton matrix JJᵀ (P×P, J = ∂f/∂θ
+    at the training inputs) plus T·max(λ0, λ1). ULA is stable for η < 2/h_max; its relative bias
+    in the stiffest direction is about η h_max / 2 (= fraction/2).
+    """
+    fraction = check_positive(fraction, "fraction")
+    arch = arch.with_input(X)
+    net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains)
+    x = net.patches(X)
+    h_max = 0.0
+    for c in range(net.chains):
+        W = net.W.data[c:c + 1].clone().requires_grad_(True)
+        v = net.v.data[c:c + 1].clone().requires_grad_(True)
+
+        def f_of(W_, v_):
+            h = (torch.einsum("pim,caim->cpai", x, W_) if net.kind == "lcn"
+                 else torch.einsum("pim,cam->cpai", x, W_)) / math.sqrt(net.M)
+            return torch.einsum("cpai,cai->cp", _act(net, h), v_)[0] * net.scale
+        J = torch.autograd.functional.jacobian(f_of, (W, v))
+        Jm = torch.cat([J[0].reshape(x.shape[0], -1), J[1].reshape(x.shape[0], -1)], dim=1)
+        h_max = max(h_max, float(torch.linalg.eigvalsh(Jm @ Jm.T)[-1]))
+    h_max += T * max(arch.lambda0, arch.lambda1)
+    return fraction / h_max

@@ -1,0 +1,303 @@
+"""Finite one-hidden-layer FC, LCN and CNN networks in PyTorch (THEORY §1, exactly).
+
+The network is built from the same :class:`kren.architecture.Architecture` as the theory, and its
+patches come from ``arch.geometry.index`` so the patch geometry is never re-implemented. With
+x_i^μ the i-th patch (M entries) of input μ (patch index i = 0..n−1, row-major; FC: one patch,
+n = 1, M = N0):
+
+- FC:  f(x) = N^{-1/2} Σ_a v_a σ(w_a · x / √N0)
+- CNN: f(x) = (N n)^{-1/2} Σ_{a,i} v_{a,i} σ(w_a · x_i / √M)        (w_a shared by all patches)
+- LCN: f(x) = (N n)^{-1/2} Σ_{a,i} v_{a,i} σ(w_{a,i} · x_i / √M)    (one w per channel and patch)
+
+Priors (THEORY §1): every first-layer weight ~ N(0, 1/λ0), every readout weight ~ N(0, 1/λ1).
+
+A network may hold several independent copies (``chains``) that share nothing but the code:
+parameters carry a leading chain axis, so C Langevin chains advance in one batched computation.
+Shapes (C = chains): ``W`` (C, N, M) for FC and CNN, (C, N, n, M) for LCN; ``v`` (C, N, n).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+_SQRT_PI = math.sqrt(math.pi)
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """float32 / float64 from a torch dtype, a NumPy dtype or a name ("float32", "float64")."""
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        out = {"float32": torch.float32, "float64": torch.float64}.get(name)
+    if out not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return out
+
+
+def resolve_device(device) -> torch.device:
+    """A torch device: "cpu" (default), "cuda"/"cuda:k" (must be available) or "auto".
+
+    "auto" picks CUDA when it is available and the CPU otherwise. Asking for CUDA on a machine
+    without it raises a RuntimeError instead of silently running elsewhere.
+    """
+    if device is None:
+        device = "cpu"
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'auto', got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} was asked for but CUDA is not available on this "
+                               "machine (torch.cuda.is_available() is False); use device='cpu' "
+                               "or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'auto', got {device!r}")
+    return dev
+
+
+def _check_width(N) -> int:
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)):
+        if isinstance(N, float) and N.is_integer() and math.isfinite(N):
+            N = int(N)
+        else:
+            raise TypeError(f"N (hidden width) must be a positive integer, got {N!r}")
+    if N <= 0:
+        raise ValueError(f"N (hidden width) must be a positive integer, got {N}")
+    return int(N)
+
+
+def _check_chains(chains):
+    if chains is None:
+        return None
+    if isinstance(chains, bool) or not isinstance(chains, (int, np.integer)) or chains <= 0:
+        raise ValueError(f"chains must be a positive integer or None, got {chains!r}")
+    return int(chains)
+
+
+def _sigma(name: str, h: torch.Tensor) -> torch.Tensor:
+    if name == "erf":
+        return torch.erf(h)
+    if name == "relu":
+        return torch.relu(h)
+    return h
+
+
+def _sigma_prime(name: str, h: torch.Tensor) -> torch.Tensor:
+    """σ'(h): erf → (2/√π) exp(−h²), relu → 1[h > 0], linear → 1."""
+    if name == "erf":
+        return torch.exp(-h * h) * (2.0 / _SQRT_PI)
+    if name == "relu":
+        return (h > 0).to(h.dtype)
+    return torch.ones_like(h)
+
+
+class OneHiddenLayerNetwork(torch.nn.Module):
+    """A finite FC, LCN or CNN of width N (THEORY §1), C independent copies batched.
+
+    Do not construct directly: use :func:`build_network` (or ``Architecture.network``).
+    ``forward(X)`` returns f(x) with shape (P,) for a single network (``chains=None``) or (C, P).
+    """
+
+    def __init__(self, arch, N: int, dtype=torch.float64, device="cpu", seed=None, chains=None):
+        super().__init__()
+        if arch.geometry is None:
+            raise ValueError("the architecture has no input shape: pass input_shape to the "
+                             "Architecture (FC: an int N0) or call arch.with_input(X) first")
+        self.arch = arch
+        self.kind = arch.kind
+        self.activation = arch.activation
+        self.N = _check_width(N)
+        self.n = arch.n
+        self.M = arch.M
+        self.N0 = arch.N0
+        self.lambda0 = arch.lambda0
+        self.lambda1 = arch.lambda1
+        self._single = chains is None
+        self.chains = 1 if chains is None else _check_chains(chains)
+        dtype = resolve_dtype(dtype)
+        device = resolve_device(device)
+        self.register_buffer("index", torch.as_tensor(arch.geometry.index, dtype=torch.long,
+                                                      device=device), persistent=False)
+        C, N, n, M = self.chains, self.N, self.n, self.M
+        wshape = (C, N, n, M) if self.kind == "lcn" else (C, N, M)
+        self.W = torch.nn.Parameter(torch.empty(wshape, dtype=dtype, device=device))
+        self.v = torch.nn.Parameter(torch.empty((C, N, n), dtype=dtype, device=device))
+        self.reset_from_prior(seed)
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def scale(self) -> float:
+        """The readout normalization (N n)^{-1/2} (FC: N^{-1/2})."""
+        return 1.0 / math.sqrt(self.N * self.n)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W.device
+
+    @torch.no_grad()
+    def reset_from_prior(self, seed=None) -> "OneHiddenLayerNetwork":
+        """Draw every weight from the prior: W ~ N(0, 1/λ0), v ~ N(0, 1/λ1) (THEORY §1).
+
+        The draw is made on the CPU in float64 from ``torch.Generator().manual_seed(seed)`` and
+        then cast, so a seed gives the same network on every device and in every dtype.
+        """
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        W = torch.randn(self.W.shape, generator=gen, dtype=torch.float64) / math.sqrt(self.lambda0)
+        v = torch.randn(self.v.shape, generator=gen, dtype=torch.float64) / math.sqrt(self.lambda1)
+        self.W.copy_(W)
+        self.v.copy_(v)
+        return self
+
+    @torch.no_grad()
+    def set_weights(self, W, v) -> "OneHiddenLayerNetwork":
+        """Load weights (NumPy or torch). Shapes as the attributes, without the chain axis for a
+        single network: W (N, M) for FC/CNN, (N, n, M) for LCN; v (N, n) (FC also (N,))."""
+        W = torch.as_tensor(np.asarray(W) if not torch.is_tensor(W) else W)
+        v = torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v)
+        if self._single:
+            W = W.unsqueeze(0)
+            if self.kind == "fc" and v.ndim == 1:
+                v = v[:, None]
+            v = v.unsqueeze(0)
+        if tuple(W.shape) != tuple(self.W.shape):
+            raise ValueError(f"W has shape {tuple(W.shape)}, expected {self._shape_doc(self.W)}")
+        if tuple(v.shape) != tuple(self.v.shape):
+            raise ValueError(f"v has shape {tuple(v.shape)}, expected {self._shape_doc(self.v)}")
+        self.W.copy_(W.to(self.W))
+        self.v.copy_(v.to(self.v))
+        return self
+
+    def _shape_doc(self, t):
+        return tuple(t.shape[1:]) if self._single else tuple(t.shape)
+
+    # ------------------------------------------------------------------ data
+    def as_input(self, X, name: str = "X") -> torch.Tensor:
+        """Inputs as a (P, N0) tensor on this network's device and dtype.
+
+        NumPy arrays are validated by ``arch.check_data`` ((P, N0) or (P, *input_shape), finite).
+        """
+        if torch.is_tensor(X):
+            if X.ndim == 1 + len(self.arch.input_shape) and tuple(X.shape[1:]) == self.arch.input_shape:
+                X = X.reshape(X.shape[0], -1)
+            if X.ndim != 2 or X.shape[1] != self.N0:
+                raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (P, {self.N0})")
+            if not torch.isfinite(X).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            return X.to(device=self.device, dtype=self.dtype)
+        X = self.arch.check_data(X, name)
+        return torch.as_tensor(X, dtype=self.dtype, device=self.device)
+
+    def patches(self, X, name: str = "X") -> torch.Tensor:
+        """x_i^μ, shape (P, n, M), gathered with ``arch.geometry.index``."""
+        return self.as_input(X, name)[:, self.index]
+
+    # ------------------------------------------------------------------ forward
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
+        """h_{a,i}^μ = w_(a[,i]) · x_i^μ / √M for patches x (P, n, M): shape (C, P, N, n)."""
+        if self.kind == "lcn":
+            h = torch.einsum("pim,caim->cpai", x, self.W)
+        else:
+            h = torch.einsum("pim,cam->cpai", x, self.W)
+        return h / math.sqrt(self.M)
+
+    def preactivations(self, X) -> torch.Tensor:
+        """First-layer pre-activations h_{a,i}(x^μ), shape (C, P, N, n) (or (P, N, n))."""
+        return self._out(self._pre(self.patches(X)))
+
+    def features(self, X) -> torch.Tensor:
+        """φ_{a,i}^μ = σ(h_{a,i}^μ), shape (C, P, N, n) (or (P, N, n) for a single network)."""
+        return self._out(_sigma(self.activation, self._pre(self.patches(X))))
+
+    def _f(self, phi: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("cpai,cai->cp", phi, self.v) * self.scale
+
+    def forward(self, X) -> torch.Tensor:
+        """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ: shape (P,) or (C, P)."""
+        phi = _sigma(self.activation, self._pre(self.patches(X)))
+        return self._out(self._f(phi))
+
+    def _out(self, t):
+        return t[0] if self._single else t
+
+    def empirical_kernel(self, X1, X2=None) -> torch.Tensor:
+        """K̂(x, x') = (1/(λ1 N n)) Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x') (THEORY §3 step 2).
+
+        Shape (P1, P2) per network: (C, P1, P2) for chains, (P1, P2) for a single network.
+        """
+        phi1 = _sigma(self.activation, self._pre(self.patches(X1))).flatten(2)
+        phi2 = phi1 if X2 is None else _sigma(self.activation,
+                                              self._pre(self.patches(X2))).flatten(2)
+        K = torch.einsum("cpk,cqk->cpq", phi1, phi2) / (self.lambda1 * self.N * self.n)
+        return self._out(K)
+
+    # ------------------------------------------------------------------ posterior
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor):
+        """L = ½ Σ_μ (f(x^μ) − y^μ)² per chain and its gradient, computed in closed form.
+
+        ``x``: patches (P, n, M) (see :meth:`patches`), ``y``: (P,). With r = f − y, c = (Nn)^{-1/2}:
+        ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;  g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
+        ∂L/∂w_a = Σ_{μ,i} g_{a,i}^μ x_i^μ/√M (CNN, FC);  ∂L/∂w_{a,i} = Σ_μ g_{a,i}^μ x_i^μ/√M (LCN).
+        Returns (L (C,), f (C, P), dL/dW, dL/dv) without building an autograd graph.
+        """
+        with torch.no_grad():
+            h = self._pre(x)
+            phi = _sigma(self.activation, h)
+            c = self.scale
+            f = self._f(phi)
+            r = f - y
+            loss = 0.5 * (r * r).sum(dim=1)
+            gv = torch.einsum("cp,cpai->cai", r, phi) * c
+            g = _sigma_prime(self.activation, h)
+            g.mul_(r[:, :, None, None]).mul_(self.v[:, None] * c)
+            if self.kind == "lcn":
+                gW = torch.einsum("cpai,pim->caim", g, x)
+            else:
+                gW = torch.einsum("cpai,pim->cam", g, x)
+            gW.div_(math.sqrt(self.M))
+        return loss, f, gW, gv
+
+    def log_prior(self) -> torch.Tensor:
+        """−(λ0/2)|W|² − (λ1/2)|v|² per chain (the Gaussian priors, constants dropped)."""
+        dims_w = tuple(range(1, self.W.ndim))
+        return -(0.5 * self.lambda0 * (self.W ** 2).sum(dim=dims_w)
+                 + 0.5 * self.lambda1 * (self.v ** 2).sum(dim=(1, 2)))
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind}, N={self.N}, n={self.n}, M={self.M}, N0={self.N0}, "
+                f"activation={self.activation}, lambda0={self.lambda0}, lambda1={self.lambda1}, "
+                f"chains={None if self._single else self.chains}")
+
+
+def build_network(arch, N: int, dtype=torch.float64, device="cpu", seed=None,
+                  chains=None) -> OneHiddenLayerNetwork:
+    """The finite network of width N for ``arch`` (THEORY §1), weights drawn from the prior.
+
+    ``dtype``: float32 or float64 (default float64); ``device``: "cpu" (default), "cuda" or
+    "auto"; ``seed``: seed of the prior draw (None: fresh entropy); ``chains``: None for one
+    network (outputs without a chain axis) or C independent copies batched along a leading axis.
+    An FC architecture without input shape must be fixed first with ``arch.with_input(X)``.
+    """
+    from ..architecture import Architecture
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be a kren.Architecture, got {type(arch).__name__}")
+    return OneHiddenLayerNetwork(arch, N, dtype=dtype, device=device, seed=seed,
+                                 chains=_check_chains(chains))
