@@ -816,80 +816,78 @@ def action_explicit(arch: str, size: int, Psz: int, zero_mean: bool, symbolic: b
     return S, env
 
 
-def _grad_names(arch, zero_mean):
+def _order_parameters(arch, size, zero_mean):
+    """[(name in env, gradient name, entries)] with entries [(i, j, weight)]: the derivative with
+    respect to the single variable Q_ij = Q_ji is weight·∇_ij (weight 2 off the diagonal)."""
+    if arch == "fc":
+        names = [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])
+        return [(a, g, [(0, 0, 1)]) for a, g in names]
     if arch == "lcn":
-        return [("q", "dS_dq")] + ([] if zero_mean else [("qbar", "dS_dqbar")])
-    return [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])
+        names = [("q", "dS_dq")] + ([] if zero_mean else [("qbar", "dS_dqbar")])
+        return [(a, g, [(i, 0, 1) for i in range(size)]) for a, g in names]
+    names = [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])
+    return [(a, g, [(i, j, 1 if i == j else 2) for i in range(size) for j in range(i, size)])
+            for a, g in names]
 
 
-def verify_gradients(arch: str, size: int, Psz: int, zero_mean: bool, seed: int = 0,
-                     points: int = 1) -> int:
-    """Check the derived gradients against SymPy's differentiation of the explicit action.
+def _random_point(arch, size, zero_mean, rng):
+    """Exact rational order parameters: Q positive definite (diagonally dominant), 𝟙 + Q̄ too."""
+    def matrix(diag_lo, diag_hi, off):
+        M = sp.zeros(size, size)
+        for i in range(size):
+            M[i, i] = sp.Rational(rng.randint(diag_lo, diag_hi), 10)
+            for j in range(i + 1, size):
+                M[i, j] = M[j, i] = sp.Rational(rng.randint(-off, off), 10 * size)
+        return M
+    Q, Qbar = matrix(8, 14, 2), matrix(-3, 5, 1)
+    if arch == "fc":
+        return {"Q": Q[0, 0], "Qbar": Qbar[0, 0]}
+    if arch == "lcn":
+        return {"q": Q.diagonal().T, "qbar": Qbar.diagonal().T}
+    return {"Q": Q, "Qbar": Qbar}
 
-    The data (K from random rational features, μ, y, T, N, λ1) are exact rationals, the order
-    parameters are Symbols; SymPy differentiates S with respect to every independent entry, and
-    at ``points`` random rational points the result must EQUAL (exact rational arithmetic) the
-    derived gradient: ∂S/∂Q_ij = (2 − δ_ij)(∇_Q S)_ij (Q symmetric), ∂S/∂q_i = (∇_q S)_i (LCN),
-    dS/dQ (FC). Returns the number of entries compared; raises AssertionError on a mismatch.
+
+def verify_gradients(arch: str, size: int, Psz: int, zero_mean: bool, seed: int = 0) -> int:
+    """Check the derived gradients against SymPy's own differentiation of the explicit action.
+
+    Data (K from random rational features, μ, y, T, N, λ1) and the evaluation point are exact
+    rationals. For every independent entry of the order parameters, that entry is replaced by a
+    Symbol s in the explicit Matrix, SymPy builds the explicit action S(s) (determinants and
+    adjugates of explicit matrices) and differentiates it; at s = the point's value the result
+    must EQUAL, in exact rational arithmetic, the derived gradient evaluated there:
+    ∂S/∂Q_ij = (2 − δ_ij)(∇_Q S)_ij (Q symmetric), ∂S/∂q_i = (∇_q S)_i (LCN), dS/dQ (FC).
+    Returns the number of entries compared; raises AssertionError on any mismatch.
     """
     rng = random.Random(seed + 1)
-    S, env = action_explicit(arch, size, Psz, zero_mean, symbolic=False, seed=seed)
-    num = {T: sp.Rational(rng.randint(2, 9), 10), N: sp.Integer(rng.randint(2, 9)),
-           lambda1: sp.Rational(rng.randint(5, 15), 10)}
-    S = S.xreplace(num)
-    env = {k: (v.xreplace(num) if hasattr(v, "xreplace") and not isinstance(v, dict) else v)
-           for k, v in env.items()}
+    _, env = action_explicit(arch, size, Psz, zero_mean, symbolic=False, seed=seed)
+    num = {"T": sp.Rational(rng.randint(2, 9), 10), "N": sp.Integer(rng.randint(2, 9)),
+           "lambda1": sp.Rational(rng.randint(5, 15), 10)}
+    env.update(num)
     prog = {"fc": fc_program, "lcn": lcn_program, "cnn": cnn_program}[arch](zero_mean)
+    S_expr = prog.expanded("S")
+    point = _random_point(arch, size, zero_mean, rng)
+    env.update({k: v for k, v in point.items() if k in env})
     count = 0
-    for _ in range(points):
-        point = {}
-        for name in ("Q", "Qbar", "q", "qbar"):
-            v = env.get(name)
-            if v is None:
-                continue
-            for s in (v.free_symbols if hasattr(v, "free_symbols") else []):
-                if s.name.startswith(("Q_", "q_")):
-                    off = s.name.endswith(tuple(f"{i}{i}" for i in range(size))) or name == "q"
-                    point[s] = sp.Rational(rng.randint(8, 14), 10) if (off or arch != "cnn") \
-                        else sp.Rational(rng.randint(-2, 2), 10)
-                else:
-                    point[s] = sp.Rational(rng.randint(-3, 5), 10) if arch != "cnn" or \
-                        s.name.endswith(tuple(f"{i}{i}" for i in range(size))) else \
-                        sp.Rational(rng.randint(-1, 1), 20)
-        if arch == "fc":
-            for name in ("Q", "Qbar"):
-                s = env.get(name)
-                if s is not None:
-                    point[s] = sp.Rational(rng.randint(8, 14), 10) if name == "Q" \
-                        else sp.Rational(rng.randint(-3, 5), 10)
-        env_pt = {k: (v.xreplace(point) if hasattr(v, "xreplace") and not isinstance(v, dict)
-                      else v) for k, v in env.items()}
-        for var, gname in (_grad_names(arch, zero_mean) if arch != "fc" else
-                           [("Q", "dS_dQ")] + ([] if zero_mean else [("Qbar", "dS_dQbar")])):
-            derived = explicit(prog.expanded(gname), {**env_pt, **{str(k): v for k, v in
-                                                                   num.items()}})
-            V = env[var]
-            if arch == "fc":
-                got = sp.diff(S, V).xreplace(point)
-                want = sp.nsimplify(derived) if not isinstance(derived, sp.MatrixBase) \
-                    else derived[0, 0]
-                if sp.simplify(got - want) != 0:
-                    raise AssertionError(f"fc {gname}: SymPy {got} != derived {want}")
-                count += 1
-                continue
-            for i in range(size):
-                for j in range(i, size):
-                    if arch == "lcn" and i != j:
-                        continue
-                    s = V[i, j] if arch == "cnn" else V[i, 0]
-                    got = sp.diff(S, s).xreplace(point)
-                    want = (derived[i, j] * (1 if i == j else 2)) if arch == "cnn" \
-                        else derived[i, 0]
-                    if sp.simplify(got - want) != 0:
-                        raise AssertionError(
-                            f"{arch} n={size} P={Psz} {gname}[{i},{j}]: SymPy {got} != "
-                            f"derived {want}")
-                    count += 1
+    for var, gname, entries in _order_parameters(arch, size, zero_mean):
+        derived = explicit(prog.expanded(gname), env)
+        for i, j, weight in entries:
+            s = sp.Symbol("s")
+            value = env[var]
+            if isinstance(value, sp.MatrixBase):
+                V = value.copy()
+                V[i, j] = s
+                if arch == "cnn":
+                    V[j, i] = s
+                at = value[i, j]
+            else:
+                V, at = s, value
+            S = explicit(S_expr, {**env, var: V})
+            got = sp.diff(S, s).subs(s, at)
+            want = weight * (derived[i, j] if isinstance(derived, sp.MatrixBase) else derived)
+            if sp.nsimplify(sp.simplify(got - want)) != 0:
+                raise AssertionError(f"{arch} n={size} P={Psz} {gname}[{i},{j}]: SymPy {got} "
+                                     f"!= derived {want}")
+            count += 1
     return count
 
 

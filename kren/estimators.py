@@ -26,7 +26,8 @@ import numpy as np
 from . import kernels as _kernels
 from .architecture import Architecture, check_positive
 from .linalg import cho_factor
-from .solvers import ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc
+from .solvers import (ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc,
+                      newton_solve)
 
 __all__ = ["FC", "LCN", "CNN", "TestError", "ConvergenceWarning", "NotFittedError",
            "UnconvergedError", "load", "clear_kernel_cache"]
@@ -463,6 +464,9 @@ class FC(_Estimator):
 # --------------------------------------------------------------------------- LCN, CNN
 class _Local(_Estimator):
     _diagonal = False
+    #: Newton (exact Hessian) is used from the start when one Hessian costs at most this many
+    #: flops; above it Anderson mixing runs first and Newton is the fallback.
+    newton_flops = 2.5e10
 
     def _solve(self, Q0):
         gen = _generated(self._kind)
@@ -471,16 +475,35 @@ class _Local(_Estimator):
         problem = MatrixSaddle(gen, kt, self.y_train_, float(self.T), float(self.N),
                                self.arch_.lambda1, zero_mean, self._diagonal)
         n = self.n_
+        flops, mem = problem.hessian_cost()
+        budget = _kernels.get_memory_budget() if self.memory_budget is None else self.memory_budget
+        newton_ok = zero_mean and mem <= budget // 2
+        newton_first = newton_ok and flops <= self.newton_flops
         if Q0 is None:
             Q0m, Qb0 = np.eye(n), np.zeros((n, n))
         elif isinstance(Q0, tuple):
             Q0m, Qb0 = (np.asarray(a, float) for a in Q0)
         else:
-            Q0m, Qb0 = np.asarray(Q0, float), np.linalg.inv(np.asarray(Q0, float)) - np.eye(n)
+            Q0m = np.asarray(Q0, float)
+            if Q0m.shape != (n, n):
+                raise ValueError(f"Q0 must be {n}×{n}, got shape {Q0m.shape}")
+            Qb0 = np.linalg.inv(Q0m) - np.eye(n)
         if Q0m.shape != (n, n):
             raise ValueError(f"Q0 must be {n}×{n}, got shape {Q0m.shape}")
-        x, ev, res = anderson_solve(problem, problem.pack(Q0m, Qb0), tol=float(self.tol),
-                                    max_iter=int(self.max_iter))
+        x0 = problem.pack(Q0m, Qb0)
+        if newton_first:
+            x, ev, res = newton_solve(problem, x0, tol=float(self.tol), max_iter=int(self.max_iter))
+        else:
+            x, ev, res = anderson_solve(problem, x0, tol=float(self.tol),
+                                        max_iter=int(self.max_iter))
+            if not res.converged and newton_ok:
+                first = res
+                x, ev, res = newton_solve(problem, x, tol=float(self.tol),
+                                          max_iter=int(self.max_iter))
+                res.n_iter += first.n_iter
+                res.seconds += first.seconds
+                res.history = first.history + res.history
+                res.method = "anderson fixed point, then newton (exact Hessian)"
         Q, Qbar = problem.unpack(x)
         if zero_mean:
             Qbar = np.linalg.inv(Q) - np.eye(n)      # ∂S/∂Q̄ = 0 (THEORY §3)

@@ -103,3 +103,25 @@ def full_combine(W: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 def sym(A: np.ndarray) -> np.ndarray:
     """(A + Aᵀ)/2."""
     return 0.5 * (A + A.T)
+
+
+def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray):
+    """The two P-contractions in the second derivative of log det A + yᵀA⁻¹y.
+
+    With K̃_p = K_ij + K_ijᵀ (i < j) or K_ii (the derivative of Σ_ij Q_ij K_ij along the
+    symmetric basis matrix of pair p), and F_p = A⁻¹K̃_p,
+        T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q) = ⟨F_p, F_qᵀ⟩,   T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z.
+    One batched GEMM with A⁻¹ (from the Cholesky factor) and one Gram product.
+    """
+    Ainv = cho_inverse(cho)
+    n_p, P = blocks.shape[0], blocks.shape[1]
+    Ks = np.array(blocks, dtype=np.float64, copy=True)
+    off = pairs[:, 0] != pairs[:, 1]
+    Ks[off] += blocks[off].transpose(0, 2, 1)
+    U = Ks @ z                                                   # (n_p, P): K̃_p z
+    F = np.matmul(Ainv, Ks)                                      # (n_p, P, P)
+    del Ks
+    Ft = np.ascontiguousarray(F.transpose(0, 2, 1)).reshape(n_p, P * P)
+    T1 = F.reshape(n_p, P * P) @ Ft.T
+    T2 = U @ Ainv @ U.T
+    return 0.5 * (T1 + T1.T), 0.5 * (T2 + T2.T)

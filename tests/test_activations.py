@@ -3,8 +3,8 @@
 K(c, a, b) = E[σ(h)σ(h')], (h, h') ~ N(0, [[a, c], [c, b]]).  Three independent evaluations:
 
 - two-dimensional Gauss–Hermite quadrature (erf, linear: smooth integrands, exponential
-  convergence; 200 nodes per axis reach ~1e-15 for variances up to 4, see the node test below);
-- mpmath (30 digits) on the one-dimensional integral left after the inner Gaussian integral is
+  convergence; 180 nodes per axis reach ~1e-15 for variances up to 4, see the node test below);
+- mpmath (20 digits) on the one-dimensional integral left after the inner Gaussian integral is
   done analytically (erf: E[erf(μ + s z)] = erf(μ/√(1 + 2s²)); relu: E[max(μ + s z, 0)] =
   μΦ(μ/s) + sφ(μ/s)), which also covers large variances where Gauss–Hermite is slow for erf;
 - Monte Carlo with a stated 5-standard-error tolerance.
@@ -49,12 +49,17 @@ def gauss_hermite_2d(f, c, a, b, nodes=180):
     return float(w @ (f1[:, None] * f2) @ w)
 
 
-mpmath.mp.dps = 20
+MP_DIGITS = 20      # working precision, set locally (mpmath's global context is left alone)
 
 
 @functools.lru_cache(maxsize=None)
 def mp_kernel(name, c, a, b):
     """E[σ(h)σ(h')] to ~20 digits: analytic inner integral over z2, mpmath quad over z1."""
+    with mpmath.workdps(MP_DIGITS):
+        return _mp_kernel(name, c, a, b)
+
+
+def _mp_kernel(name, c, a, b):
     c, a, b = mpmath.mpf(c), mpmath.mpf(a), mpmath.mpf(b)
     sa = mpmath.sqrt(a)
     s2 = max(b - c * c / a, mpmath.mpf(0))
@@ -108,7 +113,8 @@ def test_kernel_vs_mpmath(name):
 
 
 def test_relu_known_values():
-    # ρ = 0: E[relu h] E[relu h'] = √(ab)/(2π);  ρ = 1: E[relu(h)²]-like value √(ab)/2;  ρ = −1: 0.
+    # ρ = 0: E[relu h] E[relu h'] = (√a/√(2π))(√b/√(2π)) = √(ab)/(2π);
+    # ρ = 1: h' = √(b/a) h, so K = √(b/a) E[relu(h)²] = √(b/a) a/2 = √(ab)/2;  ρ = −1: h' ∝ −h, K = 0.
     for a, b in VARIANCES:
         r = math.sqrt(a * b)
         assert act.kernel("relu", 0.0, a, b) == pytest.approx(r / (2 * math.pi), rel=1e-15)
@@ -127,7 +133,8 @@ def test_unit_means():
     a = np.array([0.0, 0.05, 1.0, 2.5, 20.0])
     mu_relu = act.unit_mean("relu", a)
     for ak, mk in zip(a, mu_relu):
-        ref = mpmath.quad(lambda z: math.sqrt(ak) * z * mpmath.npdf(z), [0, mpmath.inf])
+        with mpmath.workdps(MP_DIGITS):
+            ref = mpmath.quad(lambda z: math.sqrt(ak) * z * mpmath.npdf(z), [0, mpmath.inf])
         assert abs(mk - float(ref)) <= 1e-14                 # quadrature to ~1e-18
         # erf and linear are odd functions: Gauss–Hermite (symmetric nodes) gives 0 to round-off
         assert abs(np.sum(w * erf(math.sqrt(ak) * x))) <= 1e-14
@@ -175,7 +182,8 @@ def test_correlation_past_one_no_nan(name):
                 k = float(act.kernel(name, c, a, b))
                 assert math.isfinite(k)
                 # the input moved by ≤ 1e-14 relative and K is Lipschitz in c at |ρ| = 1 in its
-                # arctan2 form (relu: ∂K/∂c = (π − θ)/(2π) ≤ 1/2; erf: bounded for these a, b)
+                # arctan2 form (relu: ∂K/∂c = (π − θ)/(2π) ≤ 1/2; erf: ∂K/∂c = (4/π)/√(D − 4c²)
+                # with D − 4ab = 1 + 2a + 2b > 1, so ≤ 4/π)
                 assert abs(k - limit) <= 1e-13 * max(1.0, r), (name, a, b, c, k, limit)
                 blk = np.full((2, 3), c)
                 act.kernel_inplace(name, blk, np.full(2, a), np.full(3, b))

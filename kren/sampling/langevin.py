@@ -238,14 +238,14 @@ class LangevinSampler:
         if X is None:
             if y is not None:
                 raise ValueError("y given without X")
-            x = torch.zeros((0, net.n, net.M), dtype=dt, device=dev)
+            x = torch.zeros((net.n, 0, net.M), dtype=dt, device=dev)
             yt = torch.zeros(0, dtype=dt, device=dev)
             y_np = None
         else:
-            x = net.patches(X)
+            x = net.prepare(X)
             y_np = np.asarray(y, dtype=np.float64) if y is not None else None
-            if y_np is None or y_np.shape != (x.shape[0],):
-                raise ValueError(f"y must have shape ({x.shape[0]},) to match X, got "
+            if y_np is None or y_np.shape != (x.shape[1],):
+                raise ValueError(f"y must have shape ({x.shape[1]},) to match X, got "
                                  f"{None if y_np is None else y_np.shape}")
             if not np.all(np.isfinite(y_np)):
                 raise ValueError("y contains NaN or inf")
@@ -253,30 +253,30 @@ class LangevinSampler:
         xt = None
         yt_np = None
         if X_test is not None:
-            xt = net.patches(X_test, "X_test")
+            xt = net.prepare(X_test, "X_test")
             if y_test is not None:
                 yt_np = np.asarray(y_test, dtype=np.float64)
-                if yt_np.shape != (xt.shape[0],):
-                    raise ValueError(f"y_test must have shape ({xt.shape[0]},), got {yt_np.shape}")
+                if yt_np.shape != (xt.shape[1],):
+                    raise ValueError(f"y_test must have shape ({xt.shape[1]},), got {yt_np.shape}")
         if isinstance(X_kernel, str):
             if X_kernel != "train":
                 raise ValueError(f"X_kernel must be 'train', None or an array, got {X_kernel!r}")
-            xk = x if x.shape[0] > 0 else None
+            xk = x if x.shape[1] > 0 else None
         elif X_kernel is None:
             xk = None
         else:
-            xk = net.patches(X_kernel, "X_kernel")
+            xk = net.prepare(X_kernel, "X_kernel")
 
         gen = torch.Generator(device=dev)
         gen.manual_seed(self._noise_seed)
         lam_W, lam_v = net.lambda0, net.lambda1
         noise = math.sqrt(2.0 * eta * T)
 
-        P = x.shape[0]
+        P = x.shape[1]
         loss_trace = torch.empty((steps, C), dtype=dt, device=dev)
         train_pred = torch.empty((S, C, P), dtype=dt, device=dev)
-        test_pred = torch.empty((S, C, xt.shape[0]), dtype=dt, device=dev) if xt is not None else None
-        ksum = (torch.zeros((C, xk.shape[0], xk.shape[0]), dtype=torch.float64, device=dev)
+        test_pred = torch.empty((S, C, xt.shape[1]), dtype=dt, device=dev) if xt is not None else None
+        ksum = (torch.zeros((C, xk.shape[1], xk.shape[1]), dtype=torch.float64, device=dev)
                 if xk is not None else None)
         accepted = torch.zeros(C, dtype=torch.float64, device=dev)
 
@@ -333,8 +333,7 @@ class LangevinSampler:
                     if xt is not None:
                         test_pred[k] = net._f(_act(net, net._pre(xt)))
                     if ksum is not None:
-                        phi = _act(net, net._pre(xk)).flatten(2).to(torch.float64)
-                        ksum += torch.einsum("cpk,cqk->cpq", phi, phi)
+                        ksum += net._kernel_sum(xk).to(torch.float64)
                     k += 1
                 if progress is not None and (t + 1) % every == 0:
                     progress(t + 1, float(L.mean()))
@@ -381,25 +380,29 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
                       chains: int = 4) -> float:
     """η = fraction / h_max, h_max the largest curvature of U = L + (T/2) Σ λθ² at prior draws.
 
-    h_max = max over chains of the top eigenvalue of the Gauss–Newton matrix JJᵀ (P×P, J = ∂f/∂θ
-    at the training inputs) plus T·max(λ0, λ1). ULA is stable for η < 2/h_max; its relative bias
-    in the stiffest direction is about η h_max / 2 (= fraction/2).
+    h_max = max over ``chains`` prior draws of the top eigenvalue of the Gauss–Newton (neural
+    tangent) matrix Θ = J Jᵀ (P×P, J = ∂f/∂θ at the training inputs), plus T·max(λ0, λ1).
+    Θ = c² Φ Φᵀ (readout) + G Gᵀ (first layer) with c = (Nn)^{-1/2},
+    G^μ_{a,m} = c Σ_i v_{a,i} σ'(h^μ_{a,i}) x^μ_{i,m}/√M (CNN, FC) or G^μ_{a,i,m} = c v_{a,i}
+    σ'(h^μ_{a,i}) x^μ_{i,m}/√M (LCN). ULA is stable for η < 2/h_max; its relative error on the
+    variance of the stiffest direction is about η h_max / 2 (= fraction/2).
     """
+    from .networks import _sigma_prime
     fraction = check_positive(fraction, "fraction")
     arch = arch.with_input(X)
     net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains)
-    x = net.patches(X)
-    h_max = 0.0
-    for c in range(net.chains):
-        W = net.W.data[c:c + 1].clone().requires_grad_(True)
-        v = net.v.data[c:c + 1].clone().requires_grad_(True)
-
-        def f_of(W_, v_):
-            h = (torch.einsum("pim,caim->cpai", x, W_) if net.kind == "lcn"
-                 else torch.einsum("pim,cam->cpai", x, W_)) / math.sqrt(net.M)
-            return torch.einsum("cpai,cai->cp", _act(net, h), v_)[0] * net.scale
-        J = torch.autograd.functional.jacobian(f_of, (W, v))
-        Jm = torch.cat([J[0].reshape(x.shape[0], -1), J[1].reshape(x.shape[0], -1)], dim=1)
-        h_max = max(h_max, float(torch.linalg.eigvalsh(Jm @ Jm.T)[-1]))
+    x = net.patches(X)                                             # (P, n, M)
+    with torch.no_grad():
+        h = net.preactivations(X)                                  # (C, P, N, n)
+        c = net.scale
+        phi = _act(net, h).flatten(2)
+        theta = c * c * torch.einsum("cpk,cqk->cpq", phi, phi)
+        g = _sigma_prime(net.activation, h) * net.v[:, None] * (c / math.sqrt(net.M))
+        if net.kind == "lcn":
+            G = torch.einsum("cpai,pim->cpaim", g, x).flatten(2)
+        else:
+            G = torch.einsum("cpai,pim->cpam", g, x).flatten(2)
+        theta += torch.einsum("cpk,cqk->cpq", G, G)
+        h_max = float(torch.linalg.eigvalsh(theta)[:, -1].max())
     h_max += T * max(arch.lambda0, arch.lambda1)
     return fraction / h_max

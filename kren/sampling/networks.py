@@ -93,6 +93,15 @@ def _sigma(name: str, h: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def _sigma_prime_(name: str, h: torch.Tensor) -> torch.Tensor:
+    """σ'(h) computed in place (h is overwritten and returned)."""
+    if name == "erf":
+        return h.square_().neg_().exp_().mul_(2.0 / _SQRT_PI)
+    if name == "relu":
+        return h.gt_(0)
+    return h.fill_(1.0)
+
+
 def _sigma_prime(name: str, h: torch.Tensor) -> torch.Tensor:
     """σ'(h): erf → (2/√π) exp(−h²), relu → 1[h > 0], linear → 1."""
     if name == "erf":
@@ -198,8 +207,9 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         if torch.is_tensor(X):
             if X.ndim == 1 + len(self.arch.input_shape) and tuple(X.shape[1:]) == self.arch.input_shape:
                 X = X.reshape(X.shape[0], -1)
-            if X.ndim != 2 or X.shape[1] != self.N0:
-                raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (P, {self.N0})")
+            if X.ndim != 2 or X.shape[1] != self.N0 or X.shape[0] == 0:
+                raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (P, {self.N0}) "
+                                 f"or (P, {', '.join(map(str, self.arch.input_shape))})")
             if not torch.isfinite(X).all():
                 raise ValueError(f"{name} contains NaN or inf")
             return X.to(device=self.device, dtype=self.dtype)
@@ -210,70 +220,110 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         """x_i^μ, shape (P, n, M), gathered with ``arch.geometry.index``."""
         return self.as_input(X, name)[:, self.index]
 
+    def prepare(self, X, name: str = "X") -> torch.Tensor:
+        """Patch-major contiguous patches, shape (n, P, M): the input of the internal methods."""
+        return self.patches(X, name).transpose(0, 1).contiguous()
+
     # ------------------------------------------------------------------ forward
-    def _pre(self, x: torch.Tensor) -> torch.Tensor:
-        """h_{a,i}^μ = w_(a[,i]) · x_i^μ / √M for patches x (P, n, M): shape (C, P, N, n)."""
+    # Internally the pre-activations are laid out (C, n, P, N): patch, sample, channel.
+    def _pre(self, xn: torch.Tensor) -> torch.Tensor:
+        """h_{a,i}^μ = w_(a[,i]) · x_i^μ / √M from patch-major inputs xn (n, P, M): (C, n, P, N)."""
+        n, P, M = xn.shape
+        if self.kind == "lcn":
+            h = torch.matmul(xn, self.W.detach().permute(0, 2, 3, 1))              # (C, n, P, N)
+        else:
+            h = torch.matmul(xn.reshape(n * P, M), self.W.detach().transpose(1, 2))
+            h = h.view(self.chains, n, P, self.N)
+        return h.mul_(1.0 / math.sqrt(self.M))
+
+    def _vt(self) -> torch.Tensor:
+        """Readout in the internal layout (C, n, N)."""
+        return self.v.detach().transpose(1, 2)
+
+    def _f(self, phi: torch.Tensor) -> torch.Tensor:
+        """f = c Σ_{a,i} v_{a,i} φ_{a,i}, phi in the internal layout: (C, P)."""
+        return (phi * self._vt()[:, :, None, :]).sum(dim=(1, 3)).mul_(self.scale)
+
+    def _public(self, t: torch.Tensor) -> torch.Tensor:
+        """(C, n, P, N) → (C, P, N, n), or (P, N, n) for a single network."""
+        return self._out(t.permute(0, 2, 3, 1))
+
+    def preactivations(self, X) -> torch.Tensor:
+        """First-layer pre-activations h_{a,i}(x^μ), shape (C, P, N, n) (or (P, N, n))."""
+        with torch.no_grad():
+            return self._public(self._pre(self.prepare(X)))
+
+    def features(self, X) -> torch.Tensor:
+        """φ_{a,i}^μ = σ(h_{a,i}^μ), shape (C, P, N, n) (or (P, N, n) for a single network)."""
+        with torch.no_grad():
+            return self._public(_sigma(self.activation, self._pre(self.prepare(X))))
+
+    def forward(self, X) -> torch.Tensor:
+        """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ: shape (P,) or (C, P).
+
+        Differentiable in W and v (autograd), unlike the internal fast paths.
+        """
+        x = self.patches(X)
         if self.kind == "lcn":
             h = torch.einsum("pim,caim->cpai", x, self.W)
         else:
             h = torch.einsum("pim,cam->cpai", x, self.W)
-        return h / math.sqrt(self.M)
-
-    def preactivations(self, X) -> torch.Tensor:
-        """First-layer pre-activations h_{a,i}(x^μ), shape (C, P, N, n) (or (P, N, n))."""
-        return self._out(self._pre(self.patches(X)))
-
-    def features(self, X) -> torch.Tensor:
-        """φ_{a,i}^μ = σ(h_{a,i}^μ), shape (C, P, N, n) (or (P, N, n) for a single network)."""
-        return self._out(_sigma(self.activation, self._pre(self.patches(X))))
-
-    def _f(self, phi: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("cpai,cai->cp", phi, self.v) * self.scale
-
-    def forward(self, X) -> torch.Tensor:
-        """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ: shape (P,) or (C, P)."""
-        phi = _sigma(self.activation, self._pre(self.patches(X)))
-        return self._out(self._f(phi))
+        phi = _sigma(self.activation, h / math.sqrt(self.M))
+        return self._out(torch.einsum("cpai,cai->cp", phi, self.v) * self.scale)
 
     def _out(self, t):
         return t[0] if self._single else t
+
+    def _kernel_sum(self, xn1, xn2=None) -> torch.Tensor:
+        """Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x'), (C, P1, P2), from patch-major inputs."""
+        phi1 = _sigma(self.activation, self._pre(xn1))
+        phi1 = phi1.permute(0, 2, 1, 3).reshape(self.chains, phi1.shape[2], -1)
+        if xn2 is None:
+            return torch.matmul(phi1, phi1.transpose(1, 2))
+        phi2 = _sigma(self.activation, self._pre(xn2))
+        phi2 = phi2.permute(0, 2, 1, 3).reshape(self.chains, phi2.shape[2], -1)
+        return torch.matmul(phi1, phi2.transpose(1, 2))
 
     def empirical_kernel(self, X1, X2=None) -> torch.Tensor:
         """K̂(x, x') = (1/(λ1 N n)) Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x') (THEORY §3 step 2).
 
         Shape (P1, P2) per network: (C, P1, P2) for chains, (P1, P2) for a single network.
         """
-        phi1 = _sigma(self.activation, self._pre(self.patches(X1))).flatten(2)
-        phi2 = phi1 if X2 is None else _sigma(self.activation,
-                                              self._pre(self.patches(X2))).flatten(2)
-        K = torch.einsum("cpk,cqk->cpq", phi1, phi2) / (self.lambda1 * self.N * self.n)
-        return self._out(K)
+        with torch.no_grad():
+            K = self._kernel_sum(self.prepare(X1, "X1"),
+                                 None if X2 is None else self.prepare(X2, "X2"))
+            return self._out(K / (self.lambda1 * self.N * self.n))
 
     # ------------------------------------------------------------------ posterior
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor):
+    def loss_and_grad(self, xn: torch.Tensor, y: torch.Tensor):
         """L = ½ Σ_μ (f(x^μ) − y^μ)² per chain and its gradient, computed in closed form.
 
-        ``x``: patches (P, n, M) (see :meth:`patches`), ``y``: (P,). With r = f − y, c = (Nn)^{-1/2}:
-        ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;  g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
+        ``xn``: patch-major inputs (n, P, M) from :meth:`prepare`; ``y``: (P,). With r = f − y,
+        c = (Nn)^{-1/2}: ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;  g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
         ∂L/∂w_a = Σ_{μ,i} g_{a,i}^μ x_i^μ/√M (CNN, FC);  ∂L/∂w_{a,i} = Σ_μ g_{a,i}^μ x_i^μ/√M (LCN).
-        Returns (L (C,), f (C, P), dL/dW, dL/dv) without building an autograd graph.
+        Returns (L (C,), f (C, P), ∂L/∂W, ∂L/∂v) with the shapes of W and v (no autograd graph).
         """
         with torch.no_grad():
-            h = self._pre(x)
-            phi = _sigma(self.activation, h)
+            n, P, M = xn.shape
+            C, N = self.chains, self.N
             c = self.scale
-            f = self._f(phi)
+            h = self._pre(xn)                                          # (C, n, P, N)
+            phi = _sigma(self.activation, h)
+            vt = self._vt()                                            # (C, n, N)
+            f = (phi * vt[:, :, None, :]).sum(dim=(1, 3)).mul_(c)
             r = f - y
             loss = 0.5 * (r * r).sum(dim=1)
-            gv = torch.einsum("cp,cpai->cai", r, phi) * c
-            g = _sigma_prime(self.activation, h)
-            g.mul_(r[:, :, None, None]).mul_(self.v[:, None] * c)
+            gv = torch.matmul(r[:, None, None, :], phi)                # (C, n, 1, N)
+            gv = gv.view(C, n, N).transpose(1, 2).mul(c)               # (C, N, n)
+            g = _sigma_prime_(self.activation, h)                      # overwrites h
+            g.mul_(r[:, None, :, None]).mul_(vt[:, :, None, :] * (c / math.sqrt(M)))
             if self.kind == "lcn":
-                gW = torch.einsum("cpai,pim->caim", g, x)
+                gW = torch.matmul(xn.transpose(1, 2), g)               # (C, n, M, N)
+                gW = gW.permute(0, 3, 1, 2)                            # (C, N, n, M)
             else:
-                gW = torch.einsum("cpai,pim->cam", g, x)
-            gW.div_(math.sqrt(self.M))
-        return loss, f, gW, gv
+                gW = torch.matmul(xn.reshape(n * P, M).T, g.view(C, n * P, N))   # (C, M, N)
+                gW = gW.transpose(1, 2)                                # (C, N, M)
+        return loss, f, gW.contiguous(), gv.contiguous()
 
     def log_prior(self) -> torch.Tensor:
         """−(λ0/2)|W|² − (λ1/2)|v|² per chain (the Gaussian priors, constants dropped)."""

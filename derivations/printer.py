@@ -1,0 +1,445 @@
+r"""Print the matrix expressions of :mod:`derivations.action` as NumPy source.
+
+Two stages.
+
+1. :func:`lower` rewrites a matrix expression into the primitives of :mod:`kren.linalg`, so that
+   no inverse is ever formed explicitly except through a Cholesky factor:
+
+   - log det X                 -> ChoLogdet(ChoFactor(X))                  (cho_logdet)
+   - X⁻¹ V (V the factors right of X⁻¹)  -> ChoSolve(ChoFactor(X), V)       (cho_solve)
+   - Vᵀ X⁻¹ X⁻¹ V, X⁻¹ V Vᵀ X⁻¹ (palindromes) -> (X⁻¹V)ᵀ(X⁻¹V), (X⁻¹V)(X⁻¹V)ᵀ: one solve
+   - Tr(M X⁻¹)                 -> Tr(X⁻¹ M) -> Tr(ChoSolve(ChoFactor(X), M))
+   - diag(V X⁻¹ Vᵀ)            -> column sums of (L⁻¹Vᵀ)², X = LLᵀ            (one triangular solve)
+   - a lone X⁻¹                -> ChoInverse(ChoFactor(X))                  (cho_inverse)
+
+2. :class:`KrenPrinter` (a :class:`sympy.printing.numpy.NumPyPrinter`) prints the lowered
+   expressions: PairSum -> pair_combine, PairContract -> pair_contract, FullSum -> full_combine,
+   Inner -> np.vdot, ModeSum -> np.sum. Arrays whose symbolic shape has a 1 (y, z, mean, ...) are
+   1-D NumPy arrays at run time: a column times a row prints as np.outer, everything else as @.
+"""
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+from sympy import Determinant, Identity, Inverse, MatrixSymbol, Trace, Transpose
+from sympy.core.symbol import Str
+from sympy.matrices.expressions import MatrixExpr
+from sympy.matrices.expressions.diagonal import DiagMatrix, DiagonalOf
+from sympy.matrices.expressions.matadd import MatAdd
+from sympy.matrices.expressions.matmul import MatMul
+from sympy.matrices.expressions.matpow import MatPow
+from sympy.printing.numpy import NumPyPrinter
+
+from .action import FullSum, Inner, ModeSum, PairContract, PairSum, transpose
+
+__all__ = ["ChoFactor", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
+           "lower", "KrenPrinter"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Lowered primitives
+# ----------------------------------------------------------------------------------------------
+
+class ChoFactor(sp.Expr):
+    """Cholesky factor of the symmetric positive-definite X; ``label`` names X in errors."""
+
+    is_commutative = True
+
+    def __new__(cls, X, label):
+        return super().__new__(cls, X, label if isinstance(label, Str) else Str(label))
+
+    @property
+    def matrix(self):
+        return self.args[0]
+
+    @property
+    def label(self):
+        return self.args[1].name
+
+
+class ChoSolve(MatrixExpr):
+    """X⁻¹ V from a Cholesky factor F of X."""
+
+    def __new__(cls, F, V):
+        return super().__new__(cls, F, V)
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+
+class ChoInverse(MatrixExpr):
+    """X⁻¹ from a Cholesky factor of X (shape given explicitly)."""
+
+    def __new__(cls, F, rows):
+        return super().__new__(cls, F, sp.sympify(rows))
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[1])
+
+
+class ChoLogdet(sp.Expr):
+    """log det X from a Cholesky factor of X."""
+
+    is_commutative = True
+
+    def __new__(cls, F):
+        return super().__new__(cls, F)
+
+
+class TriSolve(MatrixExpr):
+    """L⁻¹ V for the lower Cholesky factor L of X (X = L Lᵀ)."""
+
+    def __new__(cls, F, V):
+        return super().__new__(cls, F, V)
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+
+class ColumnSquareSum(MatrixExpr):
+    """(Σ_a V[a, b]²)_b as a column: diag(Vᵀ V)."""
+
+    def __new__(cls, V):
+        return super().__new__(cls, V)
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[1], sp.S.One)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lowering
+# ----------------------------------------------------------------------------------------------
+
+def lower(expr, labels=None):
+    """Rewrite inverses and log-determinants into Cholesky primitives (rules in module doc).
+
+    ``labels`` maps a matrix X to the text naming it in a not-positive-definite error.
+    """
+    labels = labels or {}
+    fac = lambda X: ChoFactor(X, labels.get(X, str(X)))  # noqa: E731
+    lw = lambda e: lower(e, labels)  # noqa: E731
+
+    if not isinstance(expr, sp.Basic) or expr.is_Atom or isinstance(expr, (MatrixSymbol, Str)):
+        return expr
+    if isinstance(expr, sp.log) and isinstance(expr.args[0], Determinant):
+        X = lw(expr.args[0].arg)
+        return ChoLogdet(fac(X))
+    if isinstance(expr, Trace):
+        X = expr.arg
+        if isinstance(X, MatMul):
+            c, mats = X.as_coeff_matrices()
+            mats = list(mats)
+            k = [i for i, m in enumerate(mats) if isinstance(m, Inverse)]
+            if len(k) == 1 and X.shape[0] != 1 and k[0] != 0:     # Tr(M X⁻¹ N) = Tr(X⁻¹ N M)
+                i = k[0]
+                X = MatMul(c, *(mats[i:] + mats[:i]))
+        return Trace(lw(X)) if X.shape != (1, 1) else Trace(lw(X))
+    if isinstance(expr, DiagonalOf) and isinstance(expr.arg, MatMul):
+        c, mats = expr.arg.as_coeff_matrices()
+        if len(mats) == 3 and isinstance(mats[1], Inverse) and mats[2] == transpose(mats[0]):
+            V = lw(mats[2])
+            return c * ColumnSquareSum(TriSolve(fac(lw(mats[1].arg)), V))
+    if isinstance(expr, MatMul):
+        return _lower_matmul(expr, labels)
+    if isinstance(expr, Inverse):
+        X = lw(expr.arg)
+        return ChoInverse(fac(X), X.shape[0])
+    if isinstance(expr, MatPow):
+        base, e = expr.args
+        if e.is_Integer and e < 0:
+            inv = Inverse(base)
+            return _lower_matmul(MatMul(*([inv] * int(-e)), evaluate=False), labels)
+        return MatPow(lw(base), e)
+    if isinstance(expr, ModeSum):
+        return ModeSum(lw(expr.summand))
+    args = [lw(a) for a in expr.args]
+    if isinstance(expr, (PairSum, PairContract)):
+        return type(expr)(*args)
+    if isinstance(expr, (MatAdd, MatMul)):
+        return type(expr)(*args).doit(deep=False)
+    return expr.func(*args)
+
+
+def _expand_pows(mats):
+    out = []
+    for m in mats:
+        if isinstance(m, MatPow) and m.args[1].is_Integer and m.args[1] < 0:
+            out += [Inverse(m.args[0])] * int(-m.args[1])
+        else:
+            out.append(m)
+    return out
+
+
+def _lower_matmul(expr, labels):
+    lw = lambda e: lower(e, labels)  # noqa: E731
+    fac = lambda X: ChoFactor(X, labels.get(X, str(X)))  # noqa: E731
+    c, mats = expr.as_coeff_matrices()
+    mats = _expand_pows(list(mats))
+    if not any(isinstance(m, Inverse) for m in mats):
+        return MatMul(c, *[lw(m) for m in mats]).doit(deep=False) if c != 1 else \
+            (MatMul(*[lw(m) for m in mats]).doit(deep=False) if len(mats) > 1 else lw(mats[0]))
+    k = len(mats)
+    # Palindromes: Vᵀ X⁻¹ ... X⁻¹ V = Wᵀ (middle) W with W the lowered right half.
+    half = k // 2
+    if k >= 2 and all(mats[a] == transpose(mats[k - 1 - a]) for a in range(half)) \
+            and any(isinstance(m, Inverse) for m in mats[half:]):
+        if k % 2 == 0:
+            right = _lower_chain(mats[half:], labels)
+            left = transpose(right)
+            if mats[0].shape[0] == 1 or (mats[half - 1] == mats[half] and False):
+                pass
+            return c * MatMul(left, right) if c != 1 else MatMul(left, right)
+        mid = mats[half]
+        if not isinstance(mid, Inverse):
+            right = _lower_chain(mats[half + 1:], labels)
+            out = MatMul(transpose(right), lw(mid), right)
+            return c * out if c != 1 else out
+    out = _lower_chain(mats, labels)
+    return c * out if c != 1 else out
+
+
+def _lower_chain(mats, labels):
+    """Lower a product of factors: every X⁻¹ absorbs the product to its right as a solve; a
+    trailing X⁻¹ absorbs the product to its left as (X⁻¹ Lᵀ)ᵀ."""
+    lw = lambda e: lower(e, labels)  # noqa: E731
+    fac = lambda X: ChoFactor(X, labels.get(X, str(X)))  # noqa: E731
+    mats = list(mats)
+    # right to left
+    acc = None
+    for m in reversed(mats):
+        if isinstance(m, Inverse):
+            X = lw(m.arg)
+            if acc is None:
+                acc = ("pending", X)
+            else:
+                acc = ChoSolve(fac(X), acc if not isinstance(acc, tuple) else
+                               ChoInverse(fac(acc[1]), acc[1].shape[0]))
+        else:
+            lm = lw(m)
+            if acc is None:
+                acc = lm
+            elif isinstance(acc, tuple):
+                # trailing inverse: L X⁻¹ = (X⁻¹ Lᵀ)ᵀ, L accumulates leftwards below
+                acc = ("trail", acc[1], [lm])
+                acc = _Trail(acc[1], [lm])
+            elif isinstance(acc, _Trail):
+                acc.left.insert(0, lm)
+            else:
+                acc = MatMul(lm, acc).doit(deep=False)
+    if isinstance(acc, tuple):
+        X = acc[1]
+        return ChoInverse(fac(X), X.shape[0])
+    if isinstance(acc, _Trail):
+        L = MatMul(*acc.left).doit(deep=False) if len(acc.left) > 1 else acc.left[0]
+        return transpose(ChoSolve(fac(acc.X), transpose(L)))
+    return acc
+
+
+class _Trail:
+    def __init__(self, X, left):
+        self.X, self.left = X, left
+
+
+# ----------------------------------------------------------------------------------------------
+# Printer
+# ----------------------------------------------------------------------------------------------
+
+def _kind(e):
+    """Run-time kind of a matrix expression: 'scalar' (1×1), 'vec' (a 1 in the shape: 1-D
+    array), or 'mat'."""
+    if not isinstance(e, MatrixExpr):
+        return "scalar"
+    r, c = e.shape
+    if r == 1 and c == 1:
+        return "scalar"
+    if r == 1 or c == 1:
+        return "vec"
+    return "mat"
+
+
+class KrenPrinter(NumPyPrinter):
+    """NumPy printer for lowered expressions; names arrays through ``kren.linalg`` primitives.
+
+    ``tensor_args`` maps a tensor symbol name (K, Kx, Kd) to how it is passed:
+    ("pairs", blocks, pairs) for a stored-pair tensor, ("full", name) for a full tensor,
+    ("matrix", name) for the FC kernel (a single P×P matrix).
+    """
+
+    printmethod = "_krenprint"
+
+    def __init__(self, tensor_args=None, settings=None):
+        super().__init__(settings or {"fully_qualified_modules": True})
+        self.tensor_args = tensor_args or {"K": ("pairs", "blocks", "pairs")}
+
+    def _module_format(self, fqn, register=True):
+        if fqn.startswith("numpy."):
+            fqn = "np." + fqn[len("numpy."):]
+        return fqn
+
+    # scalars ----------------------------------------------------------------------------
+    def _print_Pow(self, expr, rational=False):
+        b, e = expr.args
+        if e == -1:
+            return f"1/{self.parenthesize(b, 0)}"
+        return self._hprint_Pow(expr, rational=True, sqrt="np.sqrt")
+
+    def _print_Symbol(self, expr):
+        return expr.name
+
+    # matrices ---------------------------------------------------------------------------
+    def _print_MatrixSymbol(self, expr):
+        return expr.name
+
+    def _print_Identity(self, expr):
+        return f"np.eye({self._print(expr.shape[0])})"
+
+    def _print_ZeroMatrix(self, expr):
+        return f"np.zeros(({self._print(expr.shape[0])}, {self._print(expr.shape[1])}))"
+
+    def _print_Transpose(self, expr):
+        if _kind(expr) != "mat":
+            return self._print(expr.arg)
+        return f"{self.parenthesize(expr.arg, 1000)}.T"
+
+    def parenthesize(self, item, level, strict=False):
+        s = self._print(item)
+        if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9.]*", s):
+            return s
+        if isinstance(item, (MatrixSymbol, sp.Symbol, ChoSolve, ChoInverse, PairSum,
+                             PairContract, Identity, sp.Number, TriSolve)) and \
+                not (isinstance(item, sp.Number) and item < 0):
+            return s
+        if isinstance(item, sp.Function) or isinstance(item, (ChoLogdet, Inner, ModeSum, Trace)):
+            return s
+        return f"({s})"
+
+    def _print_MatAdd(self, expr):
+        terms = list(expr.args)
+        out = []
+        for i, t in enumerate(terms):
+            neg = False
+            if isinstance(t, MatMul):
+                c, mats = t.as_coeff_matrices()
+                if c.could_extract_minus_sign():
+                    neg, t = True, (MatMul(-c, *mats).doit(deep=False) if -c != 1
+                                    else (MatMul(*mats) if len(mats) > 1 else mats[0]))
+            s = self._print(t)
+            if i == 0:
+                out.append(("-" if neg else "") + s)
+            else:
+                out.append((" - " if neg else " + ") + s)
+        return "".join(out)
+
+    def _print_MatMul(self, expr):
+        c, mats = expr.as_coeff_matrices()
+        mats = list(mats)
+        s = None
+        kind = None
+        prev = None
+        for m in mats:
+            ps = self.parenthesize(m, 0)
+            if s is None:
+                s, prev = ps, m
+                continue
+            if prev.shape[1] == 1 and prev.shape[0] != 1 and m.shape[0] == 1 and m.shape[1] != 1:
+                s = f"np.outer({s}, {self._print(m)})"
+            elif prev.shape == (1, 1) or m.shape == (1, 1):
+                s = f"{s}*{ps}"
+            else:
+                s = f"{s} @ {ps}"
+            prev = MatrixSymbol("_", prev.shape[0], m.shape[1])
+        del kind
+        if c == 1:
+            return s
+        if c == -1:
+            return f"-{s}" if len(mats) == 1 else f"-({s})" if "np.outer" not in s and " @ " in s \
+                else f"-{s}"
+        cs = self._print(c)
+        if not (c.is_Atom or isinstance(c, sp.Pow)) or c.could_extract_minus_sign():
+            cs = f"({cs})"
+        if len(mats) > 1 and " @ " in s:
+            s = f"({s})"
+        return f"{cs}*{s}"
+
+    def _print_MatPow(self, expr):
+        base, e = expr.args
+        if e.is_Integer and e > 1:
+            b = self.parenthesize(base, 0)
+            return " @ ".join([b] * int(e))
+        raise ValueError(f"cannot print matrix power {expr}")
+
+    def _print_Inverse(self, expr):
+        raise ValueError(f"inverse {expr} reached the printer: lower() it into a Cholesky solve")
+
+    def _print_Determinant(self, expr):
+        raise ValueError(f"determinant {expr} reached the printer: lower() it")
+
+    def _print_Trace(self, expr):
+        if expr.arg.shape == (1, 1):
+            return f"({self._print(expr.arg)})"
+        return f"np.trace({self._print(expr.arg)})"
+
+    def _print_DiagMatrix(self, expr):
+        return f"np.diag({self._print(expr.args[0])})"
+
+    def _print_DiagonalOf(self, expr):
+        return f"np.diagonal({self._print(expr.arg)}).copy()"
+
+    # kren.linalg primitives ----------------------------------------------------------------
+    def _print_ChoFactor(self, expr):
+        return f"cho_factor({self._print(expr.matrix)}, {expr.label!r})"
+
+    def _print_ChoSolve(self, expr):
+        return f"cho_solve({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_ChoInverse(self, expr):
+        return f"cho_inverse({self._print(expr.args[0])})"
+
+    def _print_ChoLogdet(self, expr):
+        return f"cho_logdet({self._print(expr.args[0])})"
+
+    def _print_TriSolve(self, expr):
+        F = self._print(expr.args[0])
+        return (f"solve_triangular({F}[0], {self._print(expr.args[1])}, lower=True, "
+                f"check_finite=False)")
+
+    def _print_ColumnSquareSum(self, expr):
+        return f"np.sum({self.parenthesize(expr.args[0], 0)}**2, axis=0)"
+
+    def _tensor(self, sym):
+        spec = self.tensor_args.get(str(sym))
+        if spec is None:
+            raise ValueError(f"no argument given for the kernel tensor {sym}")
+        return spec
+
+    def _print_PairSum(self, expr):
+        spec = self._tensor(expr.tensor)
+        W = self._print(expr.W)
+        if spec[0] == "pairs":
+            return f"pair_combine({W}, {spec[1]}, {spec[2]})"
+        if spec[0] == "full":
+            return f"full_combine({W}, {spec[1]})"
+        return f"{self.parenthesize(expr.W, 0)}*{spec[1]}"
+
+    _print_FullSum = _print_PairSum
+
+    def _print_PairContract(self, expr):
+        spec = self._tensor(expr.tensor)
+        if spec[0] != "pairs":
+            raise ValueError("PairContract needs a stored-pair tensor")
+        return f"pair_contract({spec[1]}, {self._print(expr.B)}, {spec[2]}, " \
+               f"{self._print(expr.shape[0])})"
+
+    def _print_Inner(self, expr):
+        return f"np.vdot({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_ModeSum(self, expr):
+        return f"np.sum({self._print(expr.summand)})"
+
+    def _print_log(self, expr):
+        return f"np.log({self._print(expr.args[0])})"
