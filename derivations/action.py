@@ -114,10 +114,11 @@ class PairSum(MatrixExpr):
 
 
 class FullSum(PairSum):
-    """Σ_ij W_ij K_ij over a full (n, n, ...) tensor (test×train blocks or test diagonals)."""
+    """Σ_ij W_ij K_ij over a full (n, n, ...) tensor (test×train blocks or test diagonals); not
+    symmetric in general, so it is never transposed symbolically."""
 
     def _eval_transpose(self):
-        return Transpose(self, evaluate=False) if hasattr(Transpose, "evaluate") else None
+        return None
 
 
 class PairContract(MatrixExpr):
@@ -196,15 +197,11 @@ def is_symmetric(X) -> bool:
     if isinstance(X, PairSum) and not isinstance(X, FullSum):
         return is_symmetric(X.W)
     if isinstance(X, MatMul):
-        c, mats = X.as_coeff_matrices()
-        if len(mats) == 1:
-            return is_symmetric(mats[0])
-        # palindromic products X1 X2 ... X2ᵀ X1ᵀ with a symmetric middle
+        # c·X1 X2 ... X2ᵀ X1ᵀ (a palindrome around a symmetric middle) is symmetric
+        _, mats = X.as_coeff_matrices()
         k = len(mats)
-        for a in range(k // 2):
-            if sp.simplify(mats[a] - transpose(mats[k - 1 - a])) != sp.ZeroMatrix(*mats[a].shape) \
-                    and mats[a] != transpose(mats[k - 1 - a]):
-                return False
+        if any(mats[a] != transpose(mats[k - 1 - a]) for a in range(k // 2)):
+            return False
         return True if k % 2 == 0 else is_symmetric(mats[k // 2])
     return False
 
@@ -393,7 +390,7 @@ def _core_symbols():
     return Q, Qbar, mu, y
 
 
-def _data_term(prog, A, y):
+def _data_term(A, y):
     """F = log det A + yᵀ A⁻¹ y and B = ∇_A F = A⁻¹ − A⁻¹ y yᵀ A⁻¹ (rules D3, D4)."""
     F = log(Determinant(A)) + Trace(y.T * Inverse(A) * y)
     dA = MatrixSymbol("dA", *A.shape)
@@ -433,38 +430,38 @@ def cnn_program(zero_mean: bool, diagonal: bool = False) -> Program:
         prog.add(R, Inverse(In + Qbm))
         prog.add(K_R, (PairSum(Qm, K, P, P) - mu.T * Qm * mu + mu.T * R * mu) / (lambda1 * n))
     prog.add(A, T * IP + K_R)
-    F, Bexpr = _data_term(prog, A, y)
+    F, Bexpr = _data_term(A, y)
     S = sp.Symbol("S")
     if zero_mean:
         prog.add(S, Trace(Qm) - log(Determinant(Qm)) + F / N)
     else:
         prog.add(S, -Trace(Qm * Qbm) + log(Determinant(In + Qbm)) + F / N)
     B = prog.add(MatrixSymbol("B", P, P), Bexpr)
-    # Gradients by differentials through the definitions: dS = (1/N) Tr(B dA) + direct terms.
+    # Gradients by differentials through A: dS = dS0 + (1/N) Tr(B dK_R) (chain rule), with
+    # K_R differentiated in Q (resp. Q̄) by rules D2, D3 and PairSum's linearity, then D5, D6.
+    # LCN: differentiate with a full symmetric Q and restrict to diagonal directions at the end
+    # (dQ = diag(dq) gives dS = Σ_i ∇_ii dq_i).
+    Qf, Qbf = Q, Qbar                             # free symmetric variables
+    to_var = {Qm: Qf, Qbm: Qbf} if diagonal and not zero_mean else ({Qm: Qf} if diagonal else {})
+    back = {v: k for k, v in to_var.items()}
+    KR_def = prog[str(K_R)].xreplace(to_var)
     dQ = MatrixSymbol("dQ", n, n)
-    direct = {Qm: Q} if not diagonal else {}
-    S0 = (Trace(Q) - log(Determinant(Q))) if zero_mean else \
-        (-Trace(Q * Qbm) + log(Determinant(In + Qbm)))
-    KR_def = prog[str(K_R)].xreplace({Qm: Q} if diagonal else {})
-    lin_Q = differential(S0, Q, dQ) + Trace(B * differential(KR_def, Q, dQ, {})) / N
+    S0 = (Trace(Qf) - log(Determinant(Qf))) if zero_mean else \
+        (-Trace(Qf * Qbm.xreplace(to_var)) + log(Determinant(In + Qbm.xreplace(to_var))))
+    lin_Q = differential(S0, Qf, dQ) + Trace(B * differential(KR_def, Qf, dQ)) / N
     G = prog.add(MatrixSymbol("G", n, n), PairContract(K, B, n))
-    gQ = gradient(lin_Q, dQ).xreplace({PairContract(K, B, n): G})
+    gQ = gradient(lin_Q, dQ).xreplace({PairContract(K, B, n): G}).xreplace(back)
     if diagonal:
-        gQ = gQ.xreplace({Q: Qm})
         prog.add(MatrixSymbol("dS_dq", n, 1), DiagonalOf(gQ))
     else:
         prog.add(MatrixSymbol("dS_dQ", n, n), gQ)
-    del direct
     if not zero_mean:
         dQb = MatrixSymbol("dQbar", n, n)
-        Qb_free = Qbar
-        S0b = -Trace(Qm * Qb_free) + log(Determinant(In + Qb_free))
-        KRb = prog[str(K_R)].xreplace({R: Inverse(In + Qb_free)})
-        lin_Qb = differential(S0b, Qb_free, dQb) + \
-            Trace(B * differential(KRb, Qb_free, dQb, {})) / N
-        gQb = gradient(lin_Qb, dQb).xreplace({Inverse(In + Qb_free): R})
+        Rdef = Inverse(In + Qbf)
+        KRb = KR_def.xreplace({R: Rdef})
+        lin_Qb = differential(S0, Qbf, dQb) + Trace(B * differential(KRb, Qbf, dQb)) / N
+        gQb = gradient(lin_Qb, dQb).xreplace({Rdef: R}).xreplace(back)
         if diagonal:
-            gQb = gQb.xreplace({Qb_free: Qbm})
             prog.add(MatrixSymbol("dS_dqbar", n, 1), DiagonalOf(gQb))
         else:
             prog.add(MatrixSymbol("dS_dQbar", n, n), gQb)
@@ -496,7 +493,7 @@ def fc_program(zero_mean: bool) -> Program:
         prog.add(r, 1 / (1 + Qbs))
         prog.add(K_R, (Qs * (Kf - m0 * m0.T) + r * m0 * m0.T) / lambda1)
     prog.add(A, T * Identity(P) + K_R)
-    F, Bexpr = _data_term(prog, A, y)
+    F, Bexpr = _data_term(A, y)
     S = sp.Symbol("S")
     S0 = (Qs - log(Qs)) if zero_mean else (-Qs * Qbs + log(1 + Qbs))
     prog.add(S, S0 + F / N)
@@ -780,14 +777,14 @@ def _random_data(arch, size, Psz, zero_mean, rng, symbolic):
 
 
 def action_explicit(arch: str, size: int, Psz: int, zero_mean: bool, symbolic: bool = True,
-                    seed: int = 0):
+                    seed: int = 0, build: bool = True):
     """(S, symbols) with explicit matrices: the action of THEORY §3 for n = ``size`` patches and
     P = ``Psz`` samples, every entry a Symbol (``symbolic=True``) or, for the data, a random
     rational (seeded; K built from random features, so it is a valid kernel).
 
     CNN: Q, Q̄ symmetric matrices of symbols Q_ij (i ≤ j); LCN: diagonal; FC: size must be 1 and
     Q, Q̄ are scalars. The dict holds Q, Qbar (absent when zero_mean), K (blocks {(i,j): Matrix}),
-    mu, y, T, N, lambda1.
+    mu, y, T, N, lambda1 (and n, P). ``build=False`` skips building S (returns None for it).
     """
     if arch not in ("cnn", "lcn", "fc"):
         raise ValueError(f"arch must be 'cnn', 'lcn' or 'fc', got {arch!r}")
@@ -809,7 +806,7 @@ def action_explicit(arch: str, size: int, Psz: int, zero_mean: bool, symbolic: b
         env.update({"Q": _sym_matrix("Q", size), "Qbar": _sym_matrix("Qbar", size)})
     env["n"] = sp.Integer(size)
     env["P"] = sp.Integer(Psz)
-    S = explicit(prog.expanded("S"), env)
+    S = explicit(prog.expanded("S"), env) if build else None
     if zero_mean:
         env.pop("Qbar", None)
         env.pop("qbar", None)
@@ -859,7 +856,8 @@ def verify_gradients(arch: str, size: int, Psz: int, zero_mean: bool, seed: int 
     Returns the number of entries compared; raises AssertionError on any mismatch.
     """
     rng = random.Random(seed + 1)
-    _, env = action_explicit(arch, size, Psz, zero_mean, symbolic=False, seed=seed)
+    _, env = action_explicit(arch, size, Psz, zero_mean, symbolic=False, seed=seed,
+                             build=False)
     num = {"T": sp.Rational(rng.randint(2, 9), 10), "N": sp.Integer(rng.randint(2, 9)),
            "lambda1": sp.Rational(rng.randint(5, 15), 10)}
     env.update(num)

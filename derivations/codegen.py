@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import inspect
 import sys
 import textwrap
@@ -648,7 +649,12 @@ def _fc_means(mu, P):
 
 
 def generate() -> dict:
-    """{file name: source text} for every generated module."""
+    """{file name: source text} for every generated module (computed once per process)."""
+    return dict(_generate())
+
+
+@functools.lru_cache(maxsize=1)
+def _generate() -> tuple:
     out = {}
     for mod, (doc, build) in MODULES.items():
         fns = build()
@@ -668,7 +674,7 @@ def generate() -> dict:
         out[f"{mod}.py"] = src.rstrip("\n") + "\n"
     out["__init__.py"] = (HEADER + '"""Modules printed by the code generator (derivations.codegen):'
                           ' cnn, lcn, fc, predictor."""\n')
-    return out
+    return tuple(out.items())
 
 
 def write(out_dir: Path = OUT_DIR) -> list:

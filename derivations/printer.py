@@ -138,7 +138,7 @@ def lower(expr, labels=None):
             if len(k) == 1 and X.shape[0] != 1 and k[0] != 0:     # Tr(M X⁻¹ N) = Tr(X⁻¹ N M)
                 i = k[0]
                 X = MatMul(c, *(mats[i:] + mats[:i]))
-        return Trace(lw(X)) if X.shape != (1, 1) else Trace(lw(X))
+        return Trace(lw(X))
     if isinstance(expr, DiagonalOf) and isinstance(expr.arg, MatMul):
         c, mats = expr.arg.as_coeff_matrices()
         if len(mats) == 3 and isinstance(mats[1], Inverse) and mats[2] == transpose(mats[0]):
@@ -177,72 +177,60 @@ def _expand_pows(mats):
 
 def _lower_matmul(expr, labels):
     lw = lambda e: lower(e, labels)  # noqa: E731
-    fac = lambda X: ChoFactor(X, labels.get(X, str(X)))  # noqa: E731
     c, mats = expr.as_coeff_matrices()
     mats = _expand_pows(list(mats))
+    scale = (lambda out: c * out) if c != 1 else (lambda out: out)  # noqa: E731
     if not any(isinstance(m, Inverse) for m in mats):
-        return MatMul(c, *[lw(m) for m in mats]).doit(deep=False) if c != 1 else \
-            (MatMul(*[lw(m) for m in mats]).doit(deep=False) if len(mats) > 1 else lw(mats[0]))
+        low = [lw(m) for m in mats]
+        return scale(MatMul(*low).doit(deep=False) if len(low) > 1 else low[0])
     k = len(mats)
-    # Palindromes: Vᵀ X⁻¹ ... X⁻¹ V = Wᵀ (middle) W with W the lowered right half.
     half = k // 2
-    if k >= 2 and all(mats[a] == transpose(mats[k - 1 - a]) for a in range(half)) \
-            and any(isinstance(m, Inverse) for m in mats[half:]):
+    # Palindromes Vᵀ M V with the inverses in M: lower the right half W once, print Wᵀ (mid) W.
+    if k >= 2 and all(mats[a] == transpose(mats[k - 1 - a]) for a in range(half)):
         if k % 2 == 0:
             right = _lower_chain(mats[half:], labels)
-            left = transpose(right)
-            if mats[0].shape[0] == 1 or (mats[half - 1] == mats[half] and False):
-                pass
-            return c * MatMul(left, right) if c != 1 else MatMul(left, right)
+            return scale(MatMul(transpose(right), right))
         mid = mats[half]
-        if not isinstance(mid, Inverse):
+        if not isinstance(mid, Inverse) and any(isinstance(m, Inverse) for m in mats[half + 1:]):
             right = _lower_chain(mats[half + 1:], labels)
-            out = MatMul(transpose(right), lw(mid), right)
-            return c * out if c != 1 else out
-    out = _lower_chain(mats, labels)
-    return c * out if c != 1 else out
+            return scale(MatMul(transpose(right), lw(mid), right))
+    return scale(_lower_chain(mats, labels))
 
 
 def _lower_chain(mats, labels):
-    """Lower a product of factors: every X⁻¹ absorbs the product to its right as a solve; a
-    trailing X⁻¹ absorbs the product to its left as (X⁻¹ Lᵀ)ᵀ."""
+    """Lower a product right to left: every X⁻¹ absorbs the product to its right as a solve
+    X⁻¹(...) ; a trailing X⁻¹ (nothing to its right) absorbs the product L to its left as
+    (X⁻¹ Lᵀ)ᵀ; a lone X⁻¹ becomes the Cholesky inverse."""
     lw = lambda e: lower(e, labels)  # noqa: E731
     fac = lambda X: ChoFactor(X, labels.get(X, str(X)))  # noqa: E731
-    mats = list(mats)
-    # right to left
-    acc = None
+    acc = None              # lowered product of the factors right of the current one
+    trailing = None         # X of a trailing inverse still waiting for its left factors
+    left = []               # factors collected left of a trailing inverse
     for m in reversed(mats):
         if isinstance(m, Inverse):
             X = lw(m.arg)
-            if acc is None:
-                acc = ("pending", X)
-            else:
-                acc = ChoSolve(fac(X), acc if not isinstance(acc, tuple) else
-                               ChoInverse(fac(acc[1]), acc[1].shape[0]))
+            if acc is None and trailing is None:
+                trailing = X
+                continue
+            if trailing is not None:            # X⁻¹ (L) Y⁻¹ with nothing right of Y⁻¹
+                acc = _close_trailing(trailing, left, fac)
+                trailing, left = None, []
+            acc = ChoSolve(fac(X), acc)
+        elif trailing is not None:
+            left.insert(0, lw(m))
         else:
             lm = lw(m)
-            if acc is None:
-                acc = lm
-            elif isinstance(acc, tuple):
-                # trailing inverse: L X⁻¹ = (X⁻¹ Lᵀ)ᵀ, L accumulates leftwards below
-                acc = ("trail", acc[1], [lm])
-                acc = _Trail(acc[1], [lm])
-            elif isinstance(acc, _Trail):
-                acc.left.insert(0, lm)
-            else:
-                acc = MatMul(lm, acc).doit(deep=False)
-    if isinstance(acc, tuple):
-        X = acc[1]
-        return ChoInverse(fac(X), X.shape[0])
-    if isinstance(acc, _Trail):
-        L = MatMul(*acc.left).doit(deep=False) if len(acc.left) > 1 else acc.left[0]
-        return transpose(ChoSolve(fac(acc.X), transpose(L)))
+            acc = lm if acc is None else MatMul(lm, acc).doit(deep=False)
+    if trailing is not None:
+        return _close_trailing(trailing, left, fac)
     return acc
 
 
-class _Trail:
-    def __init__(self, X, left):
-        self.X, self.left = X, left
+def _close_trailing(X, left, fac):
+    if not left:
+        return ChoInverse(fac(X), X.shape[0])
+    L = MatMul(*left).doit(deep=False) if len(left) > 1 else left[0]
+    return transpose(ChoSolve(fac(X), transpose(L)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,6 +295,8 @@ class KrenPrinter(NumPyPrinter):
         return f"{self.parenthesize(expr.arg, 1000)}.T"
 
     def parenthesize(self, item, level, strict=False):
+        if isinstance(item, Transpose) and _kind(item) != "mat":
+            return self.parenthesize(item.arg, level, strict)
         s = self._print(item)
         if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9.]*", s):
             return s
@@ -339,7 +329,6 @@ class KrenPrinter(NumPyPrinter):
         c, mats = expr.as_coeff_matrices()
         mats = list(mats)
         s = None
-        kind = None
         prev = None
         for m in mats:
             ps = self.parenthesize(m, 0)
@@ -353,12 +342,10 @@ class KrenPrinter(NumPyPrinter):
             else:
                 s = f"{s} @ {ps}"
             prev = MatrixSymbol("_", prev.shape[0], m.shape[1])
-        del kind
         if c == 1:
             return s
         if c == -1:
-            return f"-{s}" if len(mats) == 1 else f"-({s})" if "np.outer" not in s and " @ " in s \
-                else f"-{s}"
+            return f"-({s})" if " @ " in s else f"-{s}"
         cs = self._print(c)
         if not (c.is_Atom or isinstance(c, sp.Pow)) or c.could_extract_minus_sign():
             cs = f"({cs})"

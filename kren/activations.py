@@ -47,7 +47,7 @@ def kernel(name: str, c, a, b):
     a = np.asarray(a, dtype=c.dtype)
     b = np.asarray(b, dtype=c.dtype)
     if name == "linear":
-        return np.array(c, copy=True)
+        return np.array(np.broadcast_arrays(c, a, b)[0], copy=True)
     if name == "erf":
         u = 2.0 * c
         D = (1.0 + 2.0 * a) * (1.0 + 2.0 * b)

@@ -86,7 +86,7 @@ class Architecture:
         X = np.asarray(X)
         if X.ndim < 2:
             raise ValueError(f"X must be 2D (P, N0), got shape {X.shape}")
-        shape = (1, int(np.prod(X.shape[1:])))
+        shape = tuple(X.shape[1:]) if X.ndim in (3, 4) else (1, int(np.prod(X.shape[1:])))
         return replace(self, input_shape=shape)
 
     def _geom(self) -> PatchGeometry:

@@ -22,6 +22,10 @@ PADDINGS = ("valid", "circular")
 
 def _as_tuple(value, ndim: int, name: str) -> tuple[int, ...]:
     """An int means the same value on every spatial axis; a sequence must give one per axis."""
+    if isinstance(value, (bool, np.bool_)) or (
+            not isinstance(value, (int, np.integer)) and hasattr(value, "__iter__")
+            and any(isinstance(v, (bool, np.bool_, float, np.floating)) for v in value)):
+        raise TypeError(f"{name} must be an int or a sequence of integers, got {value!r}")
     if isinstance(value, (int, np.integer)):
         out = (int(value),) * ndim
     else:
@@ -141,6 +145,8 @@ class PatchGeometry:
         Accepts (P, N0) or (P, *input_shape); rejects other shapes, NaN and inf.
         """
         X = np.asarray(X)
+        if np.iscomplexobj(X):
+            raise TypeError(f"{name} must be real, got complex dtype {X.dtype}")
         if X.dtype == object or not np.issubdtype(X.dtype, np.number):
             raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
         if X.ndim == 1 + len(self.input_shape) and tuple(X.shape[1:]) == self.input_shape:

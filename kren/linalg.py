@@ -74,6 +74,8 @@ def pair_combine(W: np.ndarray, blocks: np.ndarray, pairs: np.ndarray) -> np.nda
     over the tensor.
     """
     W = np.asarray(W)
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or not np.allclose(W, W.T, rtol=1e-12, atol=1e-14):
+        raise ValueError(f"pair_combine needs a symmetric square W, got shape {W.shape}")
     coef = W[pairs[:, 0], pairs[:, 1]].astype(blocks.dtype, copy=True)
     coef[pairs[:, 0] == pairs[:, 1]] *= 0.5
     P1, P2 = blocks.shape[1:]
