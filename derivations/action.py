@@ -67,6 +67,7 @@ __all__ = [
     "Program", "cnn_program", "lcn_program", "fc_program", "predictor_program",
     "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
     "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
+    "hessian_zero_mean_program", "PackedSandwich", "PairHessianTerms", "HessTerm",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -465,6 +466,86 @@ def cnn_program(zero_mean: bool, diagonal: bool = False) -> Program:
             prog.add(MatrixSymbol("dS_dqbar", n, 1), DiagonalOf(gQb))
         else:
             prog.add(MatrixSymbol("dS_dQbar", n, n), gQb)
+    return prog
+
+
+class PackedSandwich(MatrixExpr):
+    """H0[p, q] = ∂²/∂x_p∂x_q of −log det Q in the packed coordinates x_p = Q_ij (i ≤ j, the
+    pairs order): Tr(W E_p W E_q) with W = Q⁻¹ and E_p = e_i e_jᵀ + e_j e_iᵀ (E_ii = e_i e_iᵀ),
+    i.e. m_p m_q (W_ik W_jl + W_il W_jk)/2 with m_p = 2 − δ_ij, for p = (i, j), q = (k, l)."""
+
+    def __new__(cls, W, npairs):
+        return super().__new__(cls, W, sp.sympify(npairs))
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[1])
+
+
+class PairHessianTerms(sp.Expr):
+    """(T1, T2) over the stored pairs, with K̃_p = K_ij + K_ijᵀ (i < j) or K_ii and A = LLᵀ:
+    T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q),  T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z  (kren.linalg)."""
+
+    is_commutative = True
+
+    def __new__(cls, tensor, A, z):
+        return super().__new__(cls, tensor, A, z)
+
+
+class HessTerm(MatrixExpr):
+    """Entry ``k`` (0: T1, 1: T2) of a PairHessianTerms value."""
+
+    def __new__(cls, terms, k, npairs):
+        return super().__new__(cls, terms, sp.sympify(k), sp.sympify(npairs))
+
+    @property
+    def shape(self):
+        return (self.args[2], self.args[2])
+
+
+def hessian_zero_mean_program(diagonal: bool = False) -> Program:
+    """Hessian of the zero-mean action in the packed coordinates x_p = Q_ij, i ≤ j (CNN) or
+    x_i = q_i (LCN), from the second differential (rules D1–D4 applied twice):
+
+        d²S = Tr(Q⁻¹ dQ₂ Q⁻¹ dQ₁) + (1/N)[−Tr(A⁻¹ dA₂ A⁻¹ dA₁) + 2 zᵀ dA₂ A⁻¹ dA₁ z],
+        dA = PairSum(dQ, K)/(λ1 n).
+
+    Each term is matched (D6) to one of the packed bilinear forms: PackedSandwich(Q⁻¹) for the
+    first, T1 and T2 of PairHessianTerms for the others, giving
+    H = PackedSandwich(Q⁻¹) + (−T1 + 2 T2)/(N (λ1 n)²).  The match is exhaustive: a term of
+    another shape raises.
+    """
+    Q, _, _, y = _core_symbols()
+    npairs = sp.Symbol("n_pairs", integer=True, positive=True)
+    A = MatrixSymbol("A", P, P)
+    z = MatrixSymbol("z", P, 1)
+    dQ1, dQ2 = MatrixSymbol("dQ1", n, n), MatrixSymbol("dQ2", n, n)
+    defs = {A: T * Identity(P) + PairSum(Q, K, P, P) / (lambda1 * n)}
+    S = Trace(Q) - log(Determinant(Q)) + (log(Determinant(A)) + Trace(y.T * Inverse(A) * y)) / N
+    d1 = differential(S, Q, dQ1, defs)
+    d2 = differential(d1, Q, dQ2, defs)
+    terms_sym = sp.Symbol("hess_terms")
+    T1, T2 = HessTerm(terms_sym, 0, npairs), HessTerm(terms_sym, 1, npairs)
+    Ainv, Qinv = Inverse(A), Inverse(Q)
+    ps1, ps2 = PairSum(dQ1, K, P, P), PairSum(dQ2, K, P, P)
+
+    def rotations(mats):
+        return [mats[k:] + mats[:k] for k in range(len(mats))]
+
+    H = []
+    for coef, mats in _trace_terms(d2):
+        if any(r == [Qinv, dQ2, Qinv, dQ1] or r == [Qinv, dQ1, Qinv, dQ2] for r in rotations(mats)):
+            H.append(coef * PackedSandwich(Qinv, npairs))
+        elif any(r in ([Ainv, ps2, Ainv, ps1], [Ainv, ps1, Ainv, ps2]) for r in rotations(mats)):
+            H.append(coef * T1)
+        elif mats in ([y.T, Ainv, ps1, Ainv, ps2, Ainv, y], [y.T, Ainv, ps2, Ainv, ps1, Ainv, y]):
+            H.append(coef * T2)       # zᵀ K̃_p A⁻¹ K̃_q z, symmetric in (p, q)
+        else:
+            raise NotImplementedError(f"unmatched second-differential term {coef} {mats}")
+    prog = Program(inputs={"Q": Q, "y": y, "z": z})
+    Hexpr = MatAdd(*H).doit()
+    prog.add(terms_sym, PairHessianTerms(K, A, z))
+    prog.add(MatrixSymbol("hessian", npairs, npairs), Hexpr)
     return prog
 
 

@@ -15,6 +15,7 @@ import argparse
 import difflib
 import functools
 import inspect
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -146,9 +147,28 @@ def render_body(fn: Fn) -> list:
     return lines
 
 
+def _drop_dead(preamble, rest):
+    """Drop preamble assignments ``name = ...`` whose name is never read afterwards."""
+    lines = list(preamble)
+    changed = True
+    while changed:
+        changed = False
+        for k, ln in enumerate(lines):
+            m = re.match(r"^(\w+) = ", ln)
+            if not m:
+                continue
+            later = "\n".join(lines[k + 1:] + rest)
+            if not re.search(rf"\b{m.group(1)}\b", later):
+                del lines[k]
+                changed = True
+                break
+    return lines
+
+
 def render_function(fn: Fn) -> str:
     doc = textwrap.indent(inspect.cleandoc(fn.doc), "    ")
-    body = fn.preamble + render_body(fn)
+    rest = render_body(fn)
+    body = _drop_dead(fn.preamble, rest) + rest
     out = [f"def {fn.name}({', '.join(fn.args)}):", '    """' + doc.lstrip(), '    """']
     out += ["    " + ln if ln else "" for ln in body]
     return "\n".join(out) + "\n"
@@ -194,12 +214,25 @@ def _tensor(blocks, pairs, n):
     return blocks, pairs, blocks.shape[1]
 
 
+def _packed_sandwich(W, pairs):
+    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    m = np.where(i == j, 1.0, 2.0)
+    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
+
+
 def _means(mu, n, P, name="mu"):
     mu = np.asarray(mu, dtype=float)
     if mu.shape != (n, P):
         raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
     return mu
 '''
+
+
+def _ind(text):
+    """Indent continuation lines to the docstring level of the templates below."""
+    return textwrap.indent(text, " " * 8).lstrip()
 
 
 def _cnn_like(kind: str):
@@ -255,7 +288,6 @@ def _cnn_like(kind: str):
              "lambda1 = _as_float(lambda1, 'lambda1')"]
     pre_l = ["lambda1 = _as_float(lambda1, 'lambda1')"]
     common = dict(labels=labels, varnames=varnames)
-    sub = "q" if diag else "Q"
     Kdoc = ("K_R = (1/(λ1 n)) [Σ_i q_i (K_ii − μ_i μ_iᵀ) + Σ_i μ_i μ_iᵀ/(1 + q̄_i)]" if diag else
             "K_R = (1/(λ1 n)) [Σ_ij Q_ij (K_ij − μ_i μ_jᵀ) + ((𝟙 + Q̄)⁻¹)_ij μ_i μ_jᵀ]")
     Sdoc = ("S = −Σ_i q_i q̄_i + Σ_i log(1 + q̄_i) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R"
@@ -321,8 +353,8 @@ def _cnn_like(kind: str):
         {Sdoc}
         {Kdoc}
         With z = A⁻¹y and B = A⁻¹ − z zᵀ (so dS = (1/N) Tr(B dA) + ...):
-        {textwrap.indent(gdoc, "        ").lstrip()}
-        {vecdoc}
+        {_ind(gdoc)}
+        {_ind(vecdoc)}
         cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
         Two passes over the kernel tensor (pair_combine, pair_contract), one Cholesky of A.
         """,
@@ -334,10 +366,35 @@ def _cnn_like(kind: str):
 
         {S0doc}
         {g0doc},  B = A⁻¹ − z zᵀ,  z = A⁻¹y
-        {vecdoc}
+        {_ind(vecdoc)}
         cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
         """,
         pre_Q + pre_t + pre_y, with_cho(zm.defs, True), ["S", gQ, "cho", "z"], **common))
+    hz = ac.hessian_zero_mean_program()
+    Qsym = MatrixSymbol("Q", n, n)
+    hdefs = ([(MatrixSymbol("Qd", n, n), sp.matrices.expressions.diagonal.DiagMatrix(
+        MatrixSymbol("q", n, 1)))] if diag else []) + \
+        [(s, e.xreplace({Qsym: MatrixSymbol("Qd", n, n)}) if diag else e) for s, e in hz.defs]
+    coords = ("x_i = q_i (the diagonal, pairs order)" if diag else
+              "x_p = Q_ij, i ≤ j, in the order of pairs")
+    fns.append(Fn(
+        "hessian_zero_mean", [Qn, "blocks", "pairs", "y", "T", "N", "lambda1", "cho", "z"],
+        f"""Hessian of the zero-mean action in the packed coordinates {coords}:
+
+        H[p, q] = ∂²S/∂x_p ∂x_q = Tr(Q⁻¹ E_p Q⁻¹ E_q) + (−T1[p, q] + 2 T2[p, q])/(N (λ1 n)²)
+
+        with E_p = e_i e_jᵀ + e_j e_iᵀ (E_ii = e_i e_iᵀ), K̃_p = Σ_ij (E_p)_ij K_ij,
+        T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q), T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z (second differential of
+        S, derivations.action.hessian_zero_mean_program). cho and z are those returned by
+        action_gradient_zero_mean at the same point (A is not refactorized).
+        Returns an (n_pairs, n_pairs) array.
+        """,
+        pre_Q + pre_t + pre_y + ["if not cho[1]:",
+                                 "    raise ValueError('cho must be the lower Cholesky factor "
+                                 "from kren.linalg.cho_factor')",
+                                 "z = _vector(z, 'z', P)"],
+        hdefs, ["hessian"], labels=labels, varnames=varnames,
+        known={ChoFactor(A, a_label): cho}))
     fns += _cross_fns(kind)
     return fns
 
@@ -348,8 +405,8 @@ def _cross_fns(kind):
     gen = ac.cross_program(diag, False, scalar)
     zm = ac.cross_program(diag, True, scalar)
     n = sp.Integer(1) if scalar else ac.n
-    Qd, Qbd = MatrixSymbol("Qd", n, n), MatrixSymbol("Qbard", n, n)
-    Q, Qb = MatrixSymbol("Q", n, n), MatrixSymbol("Qbar", n, n)
+    Qbd = MatrixSymbol("Qbard", n, n)
+    Qb = MatrixSymbol("Qbar", n, n)
     if diag:
         labels = {Identity(n) + Qbd: "1 + Qbar = 1 + diag(qbar)"}
         varnames = {"1 + Qbar = 1 + diag(qbar)": "cho_R"}
@@ -377,8 +434,7 @@ def _cross_fns(kind):
         pre_mx = ["mu1 = np.asarray(mu1, dtype=float).reshape(-1)",
                   "mu2 = np.asarray(mu2, dtype=float).reshape(-1)",
                   "if mu1.shape != (P1,) or mu2.shape != (P2,):",
-                  "    raise ValueError(f'mu1, mu2 must hold {P1} and {P2} means, got {mu1.shape}, {mu2.shape}')",
-                  "m1, m2 = mu1, mu2"]
+                  "    raise ValueError(f'mu1, mu2 must hold {P1} and {P2} means, got {mu1.shape}, {mu2.shape}')"]
         pre_d = ["Kd = np.asarray(Kd, dtype=float)",
                  "Kd = Kd.reshape(Kd.shape[-1:]) if Kd.ndim == 3 else Kd",
                  "if Kd.ndim != 1:",
@@ -386,8 +442,7 @@ def _cross_fns(kind):
                  "P0 = Kd.shape[0]"]
         pre_md = ["mu0 = np.asarray(mu0, dtype=float).reshape(-1)",
                   "if mu0.shape != (P0,):",
-                  "    raise ValueError(f'mu0 must hold {P0} means, got {mu0.shape}')",
-                  "m0 = mu0"]
+                  "    raise ValueError(f'mu0 must hold {P0} means, got {mu0.shape}')"]
     else:
         tens_x = {"Kx": ("full", "Kx"), "Kd": ("full", "Kd")}
         pre_x = ["Kx = np.asarray(Kx)",
@@ -525,8 +580,7 @@ def _fc_fns():
 
 
 def _eig_fns():
-    S, d1, d2, sy = ac.fc_eigen_zero_mean()
-    Q = sy["Q"]
+    S, d1, d2, _ = ac.fc_eigen_zero_mean()
     Sd, dQ, d2Q = sp.Symbol("S"), sp.Symbol("dS"), sp.Symbol("d2S")
     pre = ["Q = _as_float(Q, 'Q')",
            "if not Q > 0:", "    raise ValueError(f'Q must be positive, got {Q}')",
@@ -619,14 +673,14 @@ MODULES = {
 IMPORTS = {
     "cnn": ["import numpy as np", "",
             "from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, "
-            "full_combine,\n                         pair_combine, pair_contract)"],
+            "full_combine,\n                         pair_combine, pair_contract, pair_hessian_terms)"],
     "lcn": ["import numpy as np", "",
             "from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, "
-            "full_combine,\n                         pair_combine, pair_contract)"],
+            "full_combine,\n                         pair_combine, pair_contract, pair_hessian_terms)"],
     "fc": ["import numpy as np", "",
            "from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve"],
     "predictor": ["import numpy as np", "from scipy.linalg import solve_triangular", "",
-                  "from kren.linalg import cho_factor, cho_solve"],
+                  "from kren.linalg import cho_solve"],
 }
 
 FC_HELPERS = '''

@@ -25,13 +25,14 @@ import sympy as sp
 from sympy import Determinant, Identity, Inverse, MatrixSymbol, Trace, Transpose
 from sympy.core.symbol import Str
 from sympy.matrices.expressions import MatrixExpr
-from sympy.matrices.expressions.diagonal import DiagMatrix, DiagonalOf
+from sympy.matrices.expressions.diagonal import DiagonalOf
 from sympy.matrices.expressions.matadd import MatAdd
 from sympy.matrices.expressions.matmul import MatMul
 from sympy.matrices.expressions.matpow import MatPow
 from sympy.printing.numpy import NumPyPrinter
 
-from .action import FullSum, Inner, ModeSum, PairContract, PairSum, transpose
+from .action import (HessTerm, Inner, ModeSum, PackedSandwich, PairContract,
+                     PairHessianTerms, PairSum, transpose)
 
 __all__ = ["ChoFactor", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
            "lower", "KrenPrinter"]
@@ -157,6 +158,9 @@ def lower(expr, labels=None):
         return MatPow(lw(base), e)
     if isinstance(expr, ModeSum):
         return ModeSum(lw(expr.summand))
+    if isinstance(expr, PairHessianTerms):
+        tensor, A, z = expr.args
+        return PairHessianTerms(tensor, fac(lw(A)), lw(z))
     args = [lw(a) for a in expr.args]
     if isinstance(expr, (PairSum, PairContract)):
         return type(expr)(*args)
@@ -304,7 +308,8 @@ class KrenPrinter(NumPyPrinter):
                              PairContract, Identity, sp.Number, TriSolve)) and \
                 not (isinstance(item, sp.Number) and item < 0):
             return s
-        if isinstance(item, sp.Function) or isinstance(item, (ChoLogdet, Inner, ModeSum, Trace)):
+        if isinstance(item, sp.Function) or isinstance(item, (ChoLogdet, Inner, ModeSum, Trace,
+                                                               HessTerm, PackedSandwich)):
             return s
         return f"({s})"
 
@@ -421,6 +426,18 @@ class KrenPrinter(NumPyPrinter):
             raise ValueError("PairContract needs a stored-pair tensor")
         return f"pair_contract({spec[1]}, {self._print(expr.B)}, {spec[2]}, " \
                f"{self._print(expr.shape[0])})"
+
+    def _print_PairHessianTerms(self, expr):
+        spec = self._tensor(expr.args[0])
+        return (f"pair_hessian_terms({spec[1]}, {spec[2]}, {self._print(expr.args[1])}, "
+                f"{self._print(expr.args[2])})")
+
+    def _print_HessTerm(self, expr):
+        return f"{self._print(expr.args[0])}[{self._print(expr.args[1])}]"
+
+    def _print_PackedSandwich(self, expr):
+        spec = self._tensor(sp.Symbol("K"))
+        return f"_packed_sandwich({self._print(expr.args[0])}, {spec[2]})"
 
     def _print_Inner(self, expr):
         return f"np.vdot({self._print(expr.args[0])}, {self._print(expr.args[1])})"

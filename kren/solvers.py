@@ -214,7 +214,7 @@ def anderson_solve(problem: MatrixSaddle, x0, tol=1e-9, max_iter=500, memory=8,
         history.append(ev["rel"])
         if callback is not None:
             callback(it, ev)
-    converged = ev["rel"] <= tol
+    converged = bool(ev["rel"] <= tol)
     if not message:
         message = (f"converged: relative gradient norm {ev['rel']:.2e} <= {tol:.0e}" if converged
                    else f"not converged after {max_iter} iterations: relative gradient norm "
@@ -265,7 +265,7 @@ def newton_fc(gen, k, yt, m, T, N, lambda1, zero_mean: bool, Q0=1.0, Qbar0=0.0,
                 step *= 0.5
             Q, S, d1, d2 = Qn, Sn, d1n, d2n
         rel = abs(d1) / (1.0 + 1.0 / Q)
-        converged = rel <= tol
+        converged = bool(rel <= tol)
         res = SolverResult(converged, it, abs(float(d1)), float(rel), float(S),
                            (f"converged: relative gradient norm {rel:.2e} <= {tol:.0e}" if converged
                             else f"not converged after {max_iter} Newton steps: relative "
@@ -310,7 +310,7 @@ def newton_fc(gen, k, yt, m, T, N, lambda1, zero_mean: bool, Q0=1.0, Qbar0=0.0,
             break
         x, S, g, H = xn, Sn, gn, Hn
     rel = rel_of(x, g)
-    converged = rel <= tol
+    converged = bool(rel <= tol)
     if not message:
         message = (f"converged: relative gradient norm {rel:.2e} <= {tol:.0e}" if converged
                    else f"not converged after {max_iter} Newton steps: relative gradient norm {rel:.2e}")
@@ -360,7 +360,7 @@ def newton_solve(problem: MatrixSaddle, x0, tol=1e-9, max_iter=100, callback=Non
         history.append(ev["rel"])
         if callback is not None:
             callback(it, ev)
-    converged = ev["rel"] <= tol
+    converged = bool(ev["rel"] <= tol)
     if not message:
         message = (f"converged: relative gradient norm {ev['rel']:.2e} <= {tol:.0e}" if converged
                    else f"not converged after {max_iter} Newton steps: relative gradient norm "

@@ -8,9 +8,9 @@ Every function is printed from the SymPy expressions of derivations.action by
 import numpy as np
 
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
-                         pair_combine, pair_contract)
+                         pair_combine, pair_contract, pair_hessian_terms)
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
 
 
 def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
@@ -43,7 +43,6 @@ def _renormalized_kernel_zero_mean(Q, blocks, pairs, lambda1):
     """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units).
     """
     n = Q.shape[0]
-    P = blocks.shape[1]
     K_R = (1/(lambda1*n))*pair_combine(Q, blocks, pairs)
     return K_R
 
@@ -99,16 +98,15 @@ def action_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
 def action_gradient(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     """Action and gradient (THEORY §3): returns (S, dS_dQ, dS_dQbar, cho, z).
 
-            S = −Tr(Q Q̄) + log det(𝟙 + Q̄) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R
-            K_R = (1/(λ1 n)) [Σ_ij Q_ij (K_ij − μ_i μ_jᵀ) + ((𝟙 + Q̄)⁻¹)_ij μ_i μ_jᵀ]
-            With z = A⁻¹y and B = A⁻¹ − z zᵀ (so dS = (1/N) Tr(B dA) + ...):
-            dS_dQ    = −Q̄ + (G − μBμᵀ)/(N λ1 n),  G_ij = ⟨K_ij, B⟩
-            dS_dQbar = −Q + R − R μBμᵀ R/(N λ1 n),  R = (𝟙 + Q̄)⁻¹
-            Gradients are symmetric matrices with dS = Tr(∇ dQ) for symmetric dQ, i.e.
+    S = −Tr(Q Q̄) + log det(𝟙 + Q̄) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R
+    K_R = (1/(λ1 n)) [Σ_ij Q_ij (K_ij − μ_i μ_jᵀ) + ((𝟙 + Q̄)⁻¹)_ij μ_i μ_jᵀ]
+    With z = A⁻¹y and B = A⁻¹ − z zᵀ (so dS = (1/N) Tr(B dA) + ...):
+    dS_dQ    = −Q̄ + (G − μBμᵀ)/(N λ1 n),  G_ij = ⟨K_ij, B⟩
+    dS_dQbar = −Q + R − R μBμᵀ R/(N λ1 n),  R = (𝟙 + Q̄)⁻¹
+    Gradients are symmetric matrices with dS = Tr(∇ dQ) for symmetric dQ, i.e.
     ∂S/∂Q_ii = ∇_ii and ∂S/∂Q_ij = 2 ∇_ij (i ≠ j) for the single variable Q_ij = Q_ji.
-            cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
-            Two passes over the kernel tensor (pair_combine, pair_contract), one Cholesky of A.
-        
+    cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
+    Two passes over the kernel tensor (pair_combine, pair_contract), one Cholesky of A.
     """
     Q = _square(Q, 'Q')
     n = Q.shape[0]
@@ -141,12 +139,11 @@ def action_gradient(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
 def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     """Zero-mean action and gradient (THEORY §3): returns (S, dS_dQ, cho, z).
 
-            S = Tr Q − log det Q + (1/N)[log det A + yᵀA⁻¹y],  K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij
-            dS_dQ = 𝟙 − Q⁻¹ + G/(N λ1 n),  G_ij = ⟨K_ij, B⟩,  B = A⁻¹ − z zᵀ,  z = A⁻¹y
-            Gradients are symmetric matrices with dS = Tr(∇ dQ) for symmetric dQ, i.e.
+    S = Tr Q − log det Q + (1/N)[log det A + yᵀA⁻¹y],  K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij
+    dS_dQ = 𝟙 − Q⁻¹ + G/(N λ1 n),  G_ij = ⟨K_ij, B⟩,  B = A⁻¹ − z zᵀ,  z = A⁻¹y
+    Gradients are symmetric matrices with dS = Tr(∇ dQ) for symmetric dQ, i.e.
     ∂S/∂Q_ii = ∇_ii and ∂S/∂Q_ij = 2 ∇_ij (i ≠ j) for the single variable Q_ij = Q_ji.
-            cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
-        
+    cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     """
     Q = _square(Q, 'Q')
     n = Q.shape[0]
@@ -166,6 +163,31 @@ def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     G = pair_contract(blocks, B, pairs, n)
     dS_dQ = -cho_inverse(cho_Q) + (t0/N)*G + np.eye(n)
     return S, dS_dQ, cho, z
+
+
+def hessian_zero_mean(Q, blocks, pairs, y, T, N, lambda1, cho, z):
+    """Hessian of the zero-mean action in the packed coordinates x_p = Q_ij, i ≤ j, in the order of pairs:
+
+    H[p, q] = ∂²S/∂x_p ∂x_q = Tr(Q⁻¹ E_p Q⁻¹ E_q) + (−T1[p, q] + 2 T2[p, q])/(N (λ1 n)²)
+
+    with E_p = e_i e_jᵀ + e_j e_iᵀ (E_ii = e_i e_iᵀ), K̃_p = Σ_ij (E_p)_ij K_ij,
+    T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q), T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z (second differential of
+    S, derivations.action.hessian_zero_mean_program). cho and z are those returned by
+    action_gradient_zero_mean at the same point (A is not refactorized).
+    Returns an (n_pairs, n_pairs) array.
+    """
+    Q = _square(Q, 'Q')
+    n = Q.shape[0]
+    blocks, pairs, P = _tensor(blocks, pairs, n)
+    N = _as_float(N, 'N')
+    lambda1 = _as_float(lambda1, 'lambda1')
+    if not cho[1]:
+        raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
+    z = _vector(z, 'z', P)
+    hess_terms = pair_hessian_terms(blocks, pairs, cho, z)
+    t0 = 1/(N*(lambda1**2)*(n**2))
+    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + _packed_sandwich(cho_inverse(cho_factor(Q, 'Q')), pairs)
+    return hessian
 
 
 def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
@@ -234,7 +256,6 @@ def _diag_zero_mean(Q, Kd, lambda1):
     """K_R(x0, x0) = (1/(λ1 n)) Σ_ij Q_ij Kd_ij (zero-mean units).
     """
     n = Q.shape[0]
-    P0 = Kd.shape[-1]
     kR00 = (1/(lambda1*n))*full_combine(Q, Kd)
     return kR00
 
@@ -271,6 +292,14 @@ def _tensor(blocks, pairs, n):
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise ValueError(f"pairs index patches outside 0..{n - 1}")
     return blocks, pairs, blocks.shape[1]
+
+
+def _packed_sandwich(W, pairs):
+    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    m = np.where(i == j, 1.0, 2.0)
+    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
 
 
 def _means(mu, n, P, name="mu"):

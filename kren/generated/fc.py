@@ -150,7 +150,6 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
     Q = _as_float(Q, 'Q')
-    n = 1
     Kx = np.asarray(Kx, dtype=float)
     Kx = Kx.reshape(Kx.shape[-2:]) if Kx.ndim == 4 else Kx
     if Kx.ndim != 2:
@@ -166,7 +165,6 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     mu2 = np.asarray(mu2, dtype=float).reshape(-1)
     if mu1.shape != (P1,) or mu2.shape != (P2,):
         raise ValueError(f'mu1, mu2 must hold {P1} and {P2} means, got {mu1.shape}, {mu2.shape}')
-    m1, m2 = mu1, mu2
     r = 1/(Qbar + 1)
     kR = 1/lambda1*(-(Q - r)*np.outer(mu1, mu2) + Q*Kx)
     return kR
@@ -175,7 +173,6 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
 def _cross_zero_mean(Q, Kx, lambda1):
     """K_R(x1, x2) = (1/(λ1 n)) Q Kx_ij (zero-mean units).
     """
-    n = 1
     P1, P2 = Kx.shape[-2:]
     kR = 1/lambda1*Q*Kx
     return kR
@@ -190,7 +187,6 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     i ≠ j that Q switches on. Qbar=None means zero-mean units.
     """
     Q = _as_float(Q, 'Q')
-    n = 1
     Kd = np.asarray(Kd, dtype=float)
     Kd = Kd.reshape(Kd.shape[-1:]) if Kd.ndim == 3 else Kd
     if Kd.ndim != 1:
@@ -205,7 +201,6 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     mu0 = np.asarray(mu0, dtype=float).reshape(-1)
     if mu0.shape != (P0,):
         raise ValueError(f'mu0 must hold {P0} means, got {mu0.shape}')
-    m0 = mu0
     r = 1/(Qbar + 1)
     kR00 = 1/lambda1*(-(Q - r)*(np.diagonal(np.outer(mu0, mu0)).copy()) + Q*Kd)
     return kR00
@@ -214,8 +209,6 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
 def _diag_zero_mean(Q, Kd, lambda1):
     """K_R(x0, x0) = (1/(λ1 n)) Q Kd_ij (zero-mean units).
     """
-    n = 1
-    P0 = Kd.shape[-1]
     kR00 = 1/lambda1*Q*Kd
     return kR00
 
@@ -331,6 +324,14 @@ def _tensor(blocks, pairs, n):
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise ValueError(f"pairs index patches outside 0..{n - 1}")
     return blocks, pairs, blocks.shape[1]
+
+
+def _packed_sandwich(W, pairs):
+    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    m = np.where(i == j, 1.0, 2.0)
+    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
 
 
 def _means(mu, n, P, name="mu"):

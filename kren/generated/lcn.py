@@ -9,9 +9,9 @@ Every function is printed from the SymPy expressions of derivations.action by
 import numpy as np
 
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
-                         pair_combine, pair_contract)
+                         pair_combine, pair_contract, pair_hessian_terms)
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
 
 
 def renormalized_kernel(q, qbar, blocks, pairs, mu, lambda1):
@@ -44,7 +44,6 @@ def _renormalized_kernel_zero_mean(q, blocks, pairs, lambda1):
     """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units).
     """
     n = q.shape[0]
-    P = blocks.shape[1]
     Qd = np.diag(q)
     K_R = (1/(lambda1*n))*pair_combine(Qd, blocks, pairs)
     return K_R
@@ -168,6 +167,32 @@ def action_gradient_zero_mean(q, blocks, pairs, y, T, N, lambda1):
     return S, dS_dq, cho, z
 
 
+def hessian_zero_mean(q, blocks, pairs, y, T, N, lambda1, cho, z):
+    """Hessian of the zero-mean action in the packed coordinates x_i = q_i (the diagonal, pairs order):
+
+    H[p, q] = ∂²S/∂x_p ∂x_q = Tr(Q⁻¹ E_p Q⁻¹ E_q) + (−T1[p, q] + 2 T2[p, q])/(N (λ1 n)²)
+
+    with E_p = e_i e_jᵀ + e_j e_iᵀ (E_ii = e_i e_iᵀ), K̃_p = Σ_ij (E_p)_ij K_ij,
+    T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q), T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z (second differential of
+    S, derivations.action.hessian_zero_mean_program). cho and z are those returned by
+    action_gradient_zero_mean at the same point (A is not refactorized).
+    Returns an (n_pairs, n_pairs) array.
+    """
+    q = _vector(q, 'q')
+    n = q.shape[0]
+    blocks, pairs, P = _tensor(blocks, pairs, n)
+    N = _as_float(N, 'N')
+    lambda1 = _as_float(lambda1, 'lambda1')
+    if not cho[1]:
+        raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
+    z = _vector(z, 'z', P)
+    Qd = np.diag(q)
+    hess_terms = pair_hessian_terms(blocks, pairs, cho, z)
+    t0 = 1/(N*(lambda1**2)*(n**2))
+    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + _packed_sandwich(cho_inverse(cho_factor(Qd, 'Q = diag(q)')), pairs)
+    return hessian
+
+
 def renormalized_cross_kernel(q, qbar, Kx, mu1, mu2, lambda1):
     """K_R between two input sets (THEORY §4), shape (P1, P2):
 
@@ -239,7 +264,6 @@ def _diag_zero_mean(q, Kd, lambda1):
     """K_R(x0, x0) = (1/(λ1 n)) Σ_i q_i Kd_ij (zero-mean units).
     """
     n = q.shape[0]
-    P0 = Kd.shape[-1]
     Qd = np.diag(q)
     kR00 = (1/(lambda1*n))*full_combine(Qd, Kd)
     return kR00
@@ -277,6 +301,14 @@ def _tensor(blocks, pairs, n):
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise ValueError(f"pairs index patches outside 0..{n - 1}")
     return blocks, pairs, blocks.shape[1]
+
+
+def _packed_sandwich(W, pairs):
+    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    m = np.where(i == j, 1.0, 2.0)
+    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
 
 
 def _means(mu, n, P, name="mu"):

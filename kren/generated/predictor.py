@@ -8,7 +8,7 @@ Every function is printed from the SymPy expressions of derivations.action by
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from kren.linalg import cho_factor, cho_solve
+from kren.linalg import cho_solve
 
 __all__ = ['predictor_moments', 'train_error']
 
@@ -80,6 +80,14 @@ def _tensor(blocks, pairs, n):
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise ValueError(f"pairs index patches outside 0..{n - 1}")
     return blocks, pairs, blocks.shape[1]
+
+
+def _packed_sandwich(W, pairs):
+    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    m = np.where(i == j, 1.0, 2.0)
+    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
 
 
 def _means(mu, n, P, name="mu"):
