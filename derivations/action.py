@@ -63,7 +63,7 @@ from sympy.matrices.expressions.matmul import MatMul
 
 __all__ = [
     "n", "P", "P0", "P1", "P2", "T", "N", "lambda1", "K", "Kx", "Kd",
-    "PairSum", "FullSum", "PairContract", "Inner", "ModeSum",
+    "PairSum", "FullSum", "DiagSum", "PairContract", "Inner", "ModeSum",
     "Program", "cnn_program", "lcn_program", "fc_program", "predictor_program",
     "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
     "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
@@ -82,8 +82,8 @@ P2 = sp.Symbol("P2", integer=True, positive=True)
 T, N, lambda1 = sp.symbols("T N lambda1", positive=True)
 
 K = sp.Symbol("K")      # train×train kernel tensor {K_ij}, stored pairs (i ≤ j)
-Kx = sp.Symbol("Kx")    # full tensor K_ij(x1^a, x2^b), shape (n, n, P1, P2)
-Kd = sp.Symbol("Kd")    # full tensor K_ij(x0^a, x0^a), shape (n, n, P0)
+Kx = sp.Symbol("Kx")    # K_ij(x1^a, x2^b): full (n, n, P1, P2), or diagonal K_ii (n, P1, P2) (LCN)
+Kd = sp.Symbol("Kd")    # K_ij(x0^a, x0^a): full (n, n, P0), or diagonal K_ii (n, P0) (LCN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,6 +120,11 @@ class FullSum(PairSum):
 
     def _eval_transpose(self):
         return None
+
+
+class DiagSum(FullSum):
+    """Σ_i w_i K_ii over a diagonal tensor of blocks K_ii, shape (n, ...) (the LCN test×train
+    blocks or test diagonals); W is the (n×1) column w of weights, not a matrix."""
 
 
 class PairContract(MatrixExpr):
@@ -639,7 +644,10 @@ def predictor_program() -> Program:
 
 def cross_program(diagonal: bool, zero_mean: bool, scalar: bool = False) -> Program:
     """K_R between two sets (THEORY §4): (1/(λ1 n))[Σ_ij Q_ij Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ R μ2], and
-    the test diagonal K_R(x0, x0) = (1/(λ1 n))[Σ_ij Q_ij Kd_ij − diag(μ0ᵀQμ0) + diag(μ0ᵀRμ0)]."""
+    the test diagonal K_R(x0, x0) = (1/(λ1 n))[Σ_ij Q_ij Kd_ij − diag(μ0ᵀQμ0) + diag(μ0ᵀRμ0)].
+
+    ``diagonal`` (LCN, Q = diag(q)): only the blocks K_ii enter, Σ_ij Q_ij Kx_ij = Σ_i q_i Kx_i
+    (DiagSum over the diagonal tensors of shape (n, P1, P2) and (n, P0))."""
     prog = Program()
     if scalar:
         Qm, Qbm = sp.symbols("Q Qbar", real=True)
@@ -654,17 +662,21 @@ def cross_program(diagonal: bool, zero_mean: bool, scalar: bool = False) -> Prog
         size = n
     mu1, mu2, mu0 = (MatrixSymbol("mu1", size, P1), MatrixSymbol("mu2", size, P2),
                      MatrixSymbol("mu0", size, P0))
+    if diagonal:
+        sum_x, sum_d = DiagSum(q, Kx, P1, P2), DiagSum(q, Kd, P0, 1)
+    else:
+        sum_x, sum_d = FullSum(Qm, Kx, P1, P2), FullSum(Qm, Kd, P0, 1)
     if zero_mean:
-        prog.add(MatrixSymbol("kR", P1, P2), FullSum(Qm, Kx, P1, P2) / (lambda1 * size))
-        prog.add(MatrixSymbol("kR00", P0, 1), FullSum(Qm, Kd, P0, 1) / (lambda1 * size))
+        prog.add(MatrixSymbol("kR", P1, P2), sum_x / (lambda1 * size))
+        prog.add(MatrixSymbol("kR00", P0, 1), sum_d / (lambda1 * size))
         return prog
     R = MatrixSymbol("R", size, size) if not scalar else sp.Symbol("r", positive=True)
     prog.add(R, Inverse(Identity(size) + Qbm) if not scalar else 1 / (1 + Qbm))
     prog.add(MatrixSymbol("kR", P1, P2),
-             (FullSum(Qm, Kx, P1, P2) + mu1.T * (R - Qm) * mu2) / (lambda1 * size)
+             (sum_x + mu1.T * (R - Qm) * mu2) / (lambda1 * size)
              if not scalar else (FullSum(Qm, Kx, P1, P2) + (R - Qm) * mu1.T * mu2) / lambda1)
     prog.add(MatrixSymbol("kR00", P0, 1),
-             (FullSum(Qm, Kd, P0, 1) + DiagonalOf(mu0.T * (R - Qm) * mu0)) / (lambda1 * size)
+             (sum_d + DiagonalOf(mu0.T * (R - Qm) * mu0)) / (lambda1 * size)
              if not scalar else (FullSum(Qm, Kd, P0, 1) + (R - Qm) * DiagonalOf(mu0.T * mu0))
              / lambda1)
     return prog
@@ -790,6 +802,10 @@ def explicit(expr, env):
     if isinstance(expr, DiagonalOf):
         v = ev(expr.args[0])
         return sp.Matrix([v[i, i] for i in range(min(v.shape))])
+    if isinstance(expr, DiagSum):
+        w = ev(expr.W)
+        blocks = env[str(expr.tensor)]
+        return sum((w[i] * blocks[(i, i)] for i in range(1, w.shape[0])), w[0] * blocks[(0, 0)])
     if isinstance(expr, PairSum):
         W = ev(expr.W)
         blocks = env[str(expr.tensor)]

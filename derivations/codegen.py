@@ -154,22 +154,39 @@ def _drop_dead(preamble, rest):
     while changed:
         changed = False
         for k, ln in enumerate(lines):
-            m = re.match(r"^(\w+) = ", ln)
+            m = re.match(r"^(\w+(?:, \w+)*) = ", ln)
             if not m:
                 continue
             later = "\n".join(lines[k + 1:] + rest)
-            if not re.search(rf"\b{m.group(1)}\b", later):
+            if not any(re.search(rf"\b{name}\b", later) for name in m.group(1).split(", ")):
                 del lines[k]
                 changed = True
                 break
     return lines
 
 
+def render_docstring(doc: str, indent: str = "    ") -> list:
+    """Docstring lines at ``indent``: common indentation removed (inspect.cleandoc), every line
+    re-indented by exactly ``indent``, trailing whitespace and blank edge lines dropped; a one-line
+    docstring stays on one line."""
+    lines = [ln.rstrip() for ln in inspect.cleandoc(doc).splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        raise ValueError("empty docstring")
+    if len(lines) == 1:
+        return [f'{indent}"""{lines[0]}"""']
+    out = [f'{indent}"""{lines[0]}']
+    out += [indent + ln if ln else "" for ln in lines[1:]]
+    return out + [f'{indent}"""']
+
+
 def render_function(fn: Fn) -> str:
-    doc = textwrap.indent(inspect.cleandoc(fn.doc), "    ")
     rest = render_body(fn)
     body = _drop_dead(fn.preamble, rest) + rest
-    out = [f"def {fn.name}({', '.join(fn.args)}):", '    """' + doc.lstrip(), '    """']
+    out = [f"def {fn.name}({', '.join(fn.args)}):"] + render_docstring(fn.doc)
     out += ["    " + ln if ln else "" for ln in body]
     return "\n".join(out) + "\n"
 
@@ -216,7 +233,8 @@ def _tensor(blocks, pairs, n):
 
 def _packed_sandwich(W, pairs):
     """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
+    """
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
@@ -443,6 +461,20 @@ def _cross_fns(kind):
         pre_md = ["mu0 = np.asarray(mu0, dtype=float).reshape(-1)",
                   "if mu0.shape != (P0,):",
                   "    raise ValueError(f'mu0 must hold {P0} means, got {mu0.shape}')"]
+    elif diag:
+        tens_x = {"Kx": ("diag", "Kx"), "Kd": ("diag", "Kd")}
+        pre_x = ["Kx = np.asarray(Kx)",
+                 "if Kx.ndim != 3 or Kx.shape[0] != n:",
+                 "    raise ValueError(f'Kx must hold the diagonal blocks K_ii(x1, x2) with shape "
+                 "({n}, P1, P2) (kren.kernels.cross_kernels(..., diagonal=True)), got {Kx.shape}')",
+                 "P1, P2 = Kx.shape[1:]"]
+        pre_mx = ["mu1 = _means(mu1, n, P1, 'mu1')", "mu2 = _means(mu2, n, P2, 'mu2')"]
+        pre_d = ["Kd = np.asarray(Kd)",
+                 "if Kd.ndim != 2 or Kd.shape[0] != n:",
+                 "    raise ValueError(f'Kd must hold K_ii(x0, x0) with shape ({n}, P0) "
+                 "(kren.kernels.test_diagonal(..., diagonal=True)), got {Kd.shape}')",
+                 "P0 = Kd.shape[1]"]
+        pre_md = ["mu0 = _means(mu0, n, P0, 'mu0')"]
     else:
         tens_x = {"Kx": ("full", "Kx"), "Kd": ("full", "Kd")}
         pre_x = ["Kx = np.asarray(Kx)",
@@ -462,37 +494,51 @@ def _cross_fns(kind):
         f"    if any(np.any(np.asarray(m) != 0) for m in ({mus})):",
         f"        raise ValueError('{Qbn} is required when the unit means are non-zero')",
         f"    return _{var}_zero_mean({Qn}, {'Kx' if var == 'cross' else 'Kd'}, lambda1)"]
+    if diag:
+        x_doc = ("K_R(x1, x2) = (1/(λ1 n)) [Σ_i q_i Kx_i − μ1ᵀ diag(q) μ2 "
+                 "+ μ1ᵀ diag(1/(1 + q̄)) μ2]",
+                 "Kx: the diagonal blocks Kx_i = K_ii(x1^a, x2^b), shape (n, P1, P2), of\n"
+                 "kren.kernels.cross_kernels(arch, X1, X2, diagonal=True) (all an LCN needs);\n"
+                 "mu1 (n, P1), mu2 (n, P2). Σ_i q_i Kx_i is one tensordot (kren.linalg.diag_combine).")
+        d_doc = ("K_R(x0, x0) = (1/(λ1 n)) [Σ_i q_i Kd_i − Σ_i q_i μ0_i² + Σ_i μ0_i²/(1 + q̄_i)]",
+                 "Kd: Kd_i = K_ii(x0, x0), shape (n, P0), of\n"
+                 "kren.kernels.test_diagonal(arch, X, diagonal=True); mu0 (n, P0).")
+        x0_doc = "K_R(x1, x2) = (1/(λ1 n)) Σ_i q_i Kx_i (zero-mean units)."
+        d0_doc = "K_R(x0, x0) = (1/(λ1 n)) Σ_i q_i Kd_i (zero-mean units)."
+    elif scalar:
+        x_doc = ("K_R(x1, x2) = (Q (Kx − μ1 μ2ᵀ) + μ1 μ2ᵀ/(1 + Q̄))/λ1",
+                 "Kx: K(x1^a, x2^b) of shape (1, 1, P1, P2) or (P1, P2); mu1 (1, P1), mu2 (1, P2).")
+        d_doc = ("K_R(x0, x0) = (Q (Kd − μ0²) + μ0²/(1 + Q̄))/λ1",
+                 "Kd: K(x0, x0) of shape (1, 1, P0) or (P0,); mu0 (1, P0).")
+        x0_doc = "K_R(x1, x2) = Q Kx/λ1 (zero-mean units)."
+        d0_doc = "K_R(x0, x0) = Q Kd/λ1 (zero-mean units)."
+    else:
+        x_doc = (f"K_R(x1, x2) = (1/(λ1 n)) [{what} Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ (𝟙 + Q̄)⁻¹ μ2]",
+                 "Kx: full tensor K_ij(x1^a, x2^b) of shape (n, n, P1, P2); mu1 (n, P1), "
+                 "mu2 (n, P2).")
+        d_doc = (f"K_R(x0, x0) = (1/(λ1 n)) [{what} Kd_ij − μ0ᵀ Q μ0 + μ0ᵀ (𝟙 + Q̄)⁻¹ μ0]",
+                 "Kd: K_ij(x0, x0) of shape (n, n, P0); mu0 (n, P0). Includes every cross-patch "
+                 "block\ni ≠ j that Q switches on.")
+        x0_doc = f"K_R(x1, x2) = (1/(λ1 n)) {what} Kx_ij (zero-mean units)."
+        d0_doc = f"K_R(x0, x0) = (1/(λ1 n)) {what} Kd_ij (zero-mean units)."
+    n_line = "n = 1" if scalar else ("n = q.shape[0]" if diag else "n = Q.shape[0]")
     fns = [
         Fn("renormalized_cross_kernel", [Qn, Qbn, "Kx", "mu1", "mu2", "lambda1"],
-           f"""K_R between two input sets (THEORY §4), shape (P1, P2):
-
-           K_R(x1, x2) = (1/(λ1 n)) [{what} Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ (𝟙 + Q̄)⁻¹ μ2]
-
-           Kx: full tensor K_ij(x1^a, x2^b) of shape (n, n, P1, P2); mu1 (n, P1), mu2 (n, P2).
-           Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
-           """,
+           "K_R between two input sets (THEORY §4), shape (P1, P2):\n\n"
+           f"{x_doc[0]}\n\n{x_doc[1]}\n"
+           "Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).",
            preQ + pre_x + pre_l + zero("cross", "mu1, mu2") + preQb + pre_mx,
            gen.defs, ["kR"], tensors=tens_x, labels=labels, varnames=varnames),
-        Fn("_cross_zero_mean", [Qn, "Kx", "lambda1"],
-           f"K_R(x1, x2) = (1/(λ1 n)) {what} Kx_ij (zero-mean units).",
-           ["n = 1" if scalar else ("n = q.shape[0]" if diag else "n = Q.shape[0]"),
-            "P1, P2 = Kx.shape[-2:]"],
-           zm.defs, ["kR"], tensors=tens_x),
+        Fn("_cross_zero_mean", [Qn, "Kx", "lambda1"], x0_doc,
+           [n_line, "P1, P2 = Kx.shape[-2:]"], zm.defs, ["kR"], tensors=tens_x),
         Fn("renormalized_test_diagonal", [Qn, Qbn, "Kd", "mu0", "lambda1"],
-           f"""K_R(x0, x0) for every test input (THEORY §4), shape (P0,):
-
-           K_R(x0, x0) = (1/(λ1 n)) [{what} Kd_ij − μ0ᵀ Q μ0 + μ0ᵀ (𝟙 + Q̄)⁻¹ μ0]
-
-           Kd: K_ij(x0, x0) of shape (n, n, P0); mu0 (n, P0). Includes every cross-patch block
-           i ≠ j that Q switches on. Qbar=None means zero-mean units.
-           """,
+           "K_R(x0, x0) for every test input (THEORY §4), shape (P0,):\n\n"
+           f"{d_doc[0]}\n\n{d_doc[1]}\n"
+           "Qbar=None means zero-mean units.",
            preQ + pre_d + pre_l + zero("diag", "mu0,") + preQb + pre_md,
            gen.defs, ["kR00"], tensors=tens_x, labels=labels, varnames=varnames),
-        Fn("_diag_zero_mean", [Qn, "Kd", "lambda1"],
-           f"K_R(x0, x0) = (1/(λ1 n)) {what} Kd_ij (zero-mean units).",
-           ["n = 1" if scalar else ("n = q.shape[0]" if diag else "n = Q.shape[0]"),
-            "P0 = Kd.shape[-1]"],
-           zm.defs, ["kR00"], tensors=tens_x),
+        Fn("_diag_zero_mean", [Qn, "Kd", "lambda1"], d0_doc,
+           [n_line, "P0 = Kd.shape[-1]"], zm.defs, ["kR00"], tensors=tens_x),
     ]
     return fns
 
@@ -676,7 +722,7 @@ IMPORTS = {
             "full_combine,\n                         pair_combine, pair_contract, pair_hessian_terms)"],
     "lcn": ["import numpy as np", "",
             "from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, "
-            "full_combine,\n                         pair_combine, pair_contract, pair_hessian_terms)"],
+            "diag_combine,\n                         pair_combine, pair_contract, pair_hessian_terms)"],
     "fc": ["import numpy as np", "",
            "from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve"],
     "predictor": ["import numpy as np", "from scipy.linalg import solve_triangular", "",

@@ -10,10 +10,12 @@ Two stages.
    - Vᵀ X⁻¹ X⁻¹ V, X⁻¹ V Vᵀ X⁻¹ (palindromes) -> (X⁻¹V)ᵀ(X⁻¹V), (X⁻¹V)(X⁻¹V)ᵀ: one solve
    - Tr(M X⁻¹)                 -> Tr(X⁻¹ M) -> Tr(ChoSolve(ChoFactor(X), M))
    - diag(V X⁻¹ Vᵀ)            -> column sums of (L⁻¹Vᵀ)², X = LLᵀ            (one triangular solve)
+   - diag(Uᵀ M V) (no inverse)  -> column sums of U ∘ (M V): the P0×P0 product is never formed
    - a lone X⁻¹                -> ChoInverse(ChoFactor(X))                  (cho_inverse)
 
 2. :class:`KrenPrinter` (a :class:`sympy.printing.numpy.NumPyPrinter`) prints the lowered
    expressions: PairSum -> pair_combine, PairContract -> pair_contract, FullSum -> full_combine,
+   DiagSum -> diag_combine,
    Inner -> np.vdot, ModeSum -> np.sum. Arrays whose symbolic shape has a 1 (y, z, mean, ...) are
    1-D NumPy arrays at run time: a column times a row prints as np.outer, everything else as @.
 """
@@ -35,7 +37,7 @@ from .action import (HessTerm, Inner, ModeSum, PackedSandwich, PairContract,
                      PairHessianTerms, PairSum, transpose)
 
 __all__ = ["ChoFactor", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
-           "lower", "KrenPrinter"]
+           "ColumnDot", "lower", "KrenPrinter"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,6 +114,17 @@ class ColumnSquareSum(MatrixExpr):
         return (self.args[0].shape[1], sp.S.One)
 
 
+class ColumnDot(MatrixExpr):
+    """(Σ_a U[a, b] V[a, b])_b as a column: diag(Uᵀ V) without forming Uᵀ V."""
+
+    def __new__(cls, U, V):
+        return super().__new__(cls, U, V)
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[1], sp.S.One)
+
+
 # ----------------------------------------------------------------------------------------------
 # Lowering
 # ----------------------------------------------------------------------------------------------
@@ -145,6 +158,10 @@ def lower(expr, labels=None):
         if len(mats) == 3 and isinstance(mats[1], Inverse) and mats[2] == transpose(mats[0]):
             V = lw(mats[2])
             return c * ColumnSquareSum(TriSolve(fac(lw(mats[1].arg)), V))
+        if len(mats) >= 2 and isinstance(mats[0], Transpose) and _kind(mats[0]) == "mat" and \
+                not any(isinstance(m, (Inverse, MatPow)) for m in mats):
+            rest = MatMul(*mats[1:]).doit(deep=False) if len(mats) > 2 else mats[1]
+            return c * ColumnDot(lw(mats[0].arg), lw(rest))
     if isinstance(expr, MatMul):
         return _lower_matmul(expr, labels)
     if isinstance(expr, Inverse):
@@ -259,6 +276,7 @@ class KrenPrinter(NumPyPrinter):
 
     ``tensor_args`` maps a tensor symbol name (K, Kx, Kd) to how it is passed:
     ("pairs", blocks, pairs) for a stored-pair tensor, ("full", name) for a full tensor,
+    ("diag", name) for the diagonal blocks K_ii only (LCN, shape (n, ...)),
     ("matrix", name) for the FC kernel (a single P×P matrix).
     """
 
@@ -403,6 +421,10 @@ class KrenPrinter(NumPyPrinter):
     def _print_ColumnSquareSum(self, expr):
         return f"np.sum({self.parenthesize(expr.args[0], 0)}**2, axis=0)"
 
+    def _print_ColumnDot(self, expr):
+        return (f"np.sum({self.parenthesize(expr.args[0], 0)}*"
+                f"{self.parenthesize(expr.args[1], 0)}, axis=0)")
+
     def _tensor(self, sym):
         spec = self.tensor_args.get(str(sym))
         if spec is None:
@@ -419,6 +441,13 @@ class KrenPrinter(NumPyPrinter):
         return f"{self.parenthesize(expr.W, 0)}*{spec[1]}"
 
     _print_FullSum = _print_PairSum
+
+    def _print_DiagSum(self, expr):
+        spec = self._tensor(expr.tensor)
+        if spec[0] != "diag":
+            raise ValueError(f"DiagSum needs a diagonal tensor argument, got {spec!r} for "
+                             f"{expr.tensor}")
+        return f"diag_combine({self._print(expr.W)}, {spec[1]})"
 
     def _print_PairContract(self, expr):
         spec = self._tensor(expr.tensor)

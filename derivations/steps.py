@@ -30,7 +30,6 @@ not exact about it.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -92,36 +91,57 @@ class Step:
 # Exact comparison of expressions that may contain logarithms
 # ------------------------------------------------------------------------------------------
 
-def symbolic_equal(a, b, seed: int = 0) -> bool:
-    """True iff the scalar expressions ``a`` and ``b`` are identical functions.
+def _log_symbols(expr, table: dict):
+    """Replace every log(u) in ``expr`` by Σ_k e_k L_k + log c, where u = c Π_k f_k^{e_k} is
+    the factorization of the rational function u into irreducible polynomials and L_k is a
+    Symbol standing for log f_k (shared through ``table`` between expressions)."""
+    repl = {}
+    for L in expr.atoms(sp.log):
+        u = sp.cancel(sp.together(L.args[0]))
+        num, den = sp.fraction(u)
+        total = sp.S.Zero
+        for part, sign in ((num, 1), (den, -1)):
+            if part.is_number:
+                total += sign * sp.log(part)
+                continue
+            c, facs = sp.factor_list(part)
+            total += sign * sp.log(c) if c != 1 else 0
+            for f, e in facs:
+                key = sp.srepr(sp.expand(f))
+                if key not in table:
+                    table[key] = sp.Dummy(f"L{len(table)}")
+                total += sign * e * table[key]
+        repl[L] = total
+    return expr.xreplace(repl)
 
-    Method (exact): every ∂(a − b)/∂x over the free symbols x must cancel to 0 — the derivative
-    of a logarithm is rational, so this is polynomial arithmetic — and a − b must vanish at one
-    rational point (evaluated to 60 digits; the only non-rational numbers left there are logs of
-    rationals, which SymPy combines exactly). Matrices are compared entry by entry.
+
+def symbolic_equal(a, b, gens=()) -> bool:
+    """True iff the scalar expressions ``a`` and ``b`` (rational functions and logarithms of
+    rational functions) are identical.
+
+    Exact method: every log(u) is rewritten through the factorization of u into irreducible
+    polynomials (:func:`_log_symbols`), the same factor on both sides becoming the same symbol;
+    what is left is compared as a polynomial in those log symbols and in ``gens`` (e.g. the
+    labels y, in which the data term is quadratic) whose coefficients must cancel to 0 as
+    rational functions. Matrices are compared entry by entry.
     """
     if isinstance(a, sp.MatrixBase) or isinstance(b, sp.MatrixBase):
         a, b = sp.Matrix(a), sp.Matrix(b)
-        if a.shape != b.shape:
-            return False
-        return all(symbolic_equal(x, y, seed) for x, y in zip(a, b))
-    d = sp.sympify(a) - sp.sympify(b)
+        return a.shape == b.shape and all(symbolic_equal(x, y, gens) for x, y in zip(a, b))
+    table = {}
+    d = _log_symbols(sp.sympify(a), table) - _log_symbols(sp.sympify(b), table)
     if d == 0:
         return True
-    if not d.has(sp.log) and not d.has(sp.exp):
+    g = list(table.values()) + [x for x in gens if d.has(x)]
+    if not g:
         return sp.cancel(sp.together(d)) == 0
-    for x in sorted(d.free_symbols, key=str):
-        if sp.cancel(sp.together(sp.diff(d, x))) != 0:
-            return False
-    rng = random.Random(seed)
-    point = {x: sp.Rational(rng.randint(11, 29), 10) for x in d.free_symbols}
-    val = sp.N(d.xreplace(point), 60)
-    return abs(complex(val)) < 1e-40
+    return _same_polynomial(d, 0, g)
 
 
 def _same_polynomial(a, b, gens) -> bool:
     """a = b as polynomials in ``gens`` whose coefficients are equal rational functions."""
-    pa, pb = sp.Poly(sp.expand(a), *gens).as_dict(), sp.Poly(sp.expand(b), *gens).as_dict()
+    pa = sp.Poly(sp.expand(a), *gens).as_dict() if a != 0 else {}
+    pb = sp.Poly(sp.expand(b), *gens).as_dict() if b != 0 else {}
     keys = set(pa) | set(pb)
     return all(sp.cancel(sp.together(pa.get(k, 0) - pb.get(k, 0))) == 0 for k in keys)
 
@@ -289,8 +309,16 @@ def explicit_data(kind: str, n: int, P: int, zero_mean: bool) -> ExplicitData:
     return ExplicitData(kind, n, P, zero_mean, K, mu, y, Q, Qbar)
 
 
+def _det(M: sp.Matrix):
+    """Determinant without intermediate cancellation (Berkowitz), cheap on symbolic entries."""
+    return M.det(method="berkowitz")
+
+
 def _inv(M: sp.Matrix) -> sp.Matrix:
-    return M.adjugate() / M.det() if M.shape[0] > 1 else sp.Matrix([[1 / M[0, 0]]])
+    """M⁻¹ = adj(M)/det M, unsimplified."""
+    if M.shape[0] == 1:
+        return sp.Matrix([[1 / M[0, 0]]])
+    return M.adjugate(method="berkowitz") / _det(M)
 
 
 def theory_K_R(d: ExplicitData, Q=None, Qbar=None) -> sp.Matrix:
@@ -314,7 +342,7 @@ def theory_K_R(d: ExplicitData, Q=None, Qbar=None) -> sp.Matrix:
 
 def _data_term(d: ExplicitData, K_R: sp.Matrix):
     A = T * sp.eye(d.P) + K_R
-    return sp.log(A.det()) + (d.y.T * _inv(A) * d.y)[0, 0]
+    return sp.log(_det(A)) + (d.y.T * _inv(A) * d.y)[0, 0]
 
 
 def theory_action(d: ExplicitData):
@@ -322,7 +350,7 @@ def theory_action(d: ExplicitData):
     A = T𝟙 + K_R(Q, Q̄)."""
     In = sp.eye(d.n)
     dd = ExplicitData(d.kind, d.n, d.P, False, d.K, d.mu, d.y, d.Q, d.Qbar)
-    return (-(d.Q * d.Qbar).trace() + sp.log((In + d.Qbar).det())
+    return (-(d.Q * d.Qbar).trace() + sp.log(_det(In + d.Qbar))
             + _data_term(d, theory_K_R(dd)) / N)
 
 
@@ -330,7 +358,7 @@ def theory_action_zero_mean(d: ExplicitData):
     """THEORY §3 (μ = 0): S(Q) = Tr Q − log det Q + (1/N)[log det A + yᵀA⁻¹y],
     K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij."""
     dz = ExplicitData(d.kind, d.n, d.P, True, d.K, sp.zeros(d.n, d.P), d.y, d.Q, d.Qbar)
-    return d.Q.trace() - sp.log(d.Q.det()) + _data_term(dz, theory_K_R(dz)) / N
+    return d.Q.trace() - sp.log(_det(d.Q)) + _data_term(dz, theory_K_R(dz)) / N
 
 
 def theory_gradients(d: ExplicitData):
@@ -770,36 +798,38 @@ def step7_sbar_integral(P: int = 2) -> Step:
 # Step 8: the action
 # ------------------------------------------------------------------------------------------
 
-def step8_action(d: ExplicitData, compare_action_module: bool = True) -> Step:
+def _generic_symmetric(name, P):
+    return sp.Matrix(P, P, lambda i, j: sp.Symbol(f"{name}_{min(i, j)}{max(i, j)}", real=True))
+
+
+def step8_action(d: ExplicitData) -> Step:
     r"""Collect the exponents of steps 5–7 at fixed (Q, Q̄):
 
         (N/2)Tr(QQ̄) − (N/2) log det(𝟙+Q̄) − ½ log det A − ½ yᵀA⁻¹y  ≡  −(N/2) S(Q, Q̄),
 
-    so S = −Tr(QQ̄) + log det(𝟙+Q̄) + (1/N)[log det A + yᵀA⁻¹y] (constants dropped). With
-    N, P → ∞ at fixed α = P/N both parts are O(1) per unit N, and ∫dQ dQ̄ e^{−(N/2)S} is
-    dominated by the saddle point (step 8). Checked against :func:`theory_action` and, when
-    ``compare_action_module``, against :func:`derivations.action.action_explicit`.
+    so S = −Tr(QQ̄) + log det(𝟙+Q̄) + (1/N)[log det A + yᵀA⁻¹y] (constants dropped), with
+    A = T𝟙 + K_R and K_R the matrix derived in step 6. With N, P → ∞ at fixed α = P/N both parts
+    are O(1) and ∫dQ dQ̄ e^{−(N/2)S} is dominated by the saddle point of S.
+
+    Done with a generic symmetric A (every entry a Symbol): the s̄ integral of step 7 gives
+    log(Π pivots) and the exponent, assembled into S and compared with the THEORY formula; then
+    A = T𝟙 + K_R(Q, Q̄) is substituted (``derived``: the explicit S(Q, Q̄)).
     """
-    step6_order_parameters(d)
-    K_R = theory_K_R(ExplicitData(d.kind, d.n, d.P, False, d.K, d.mu, d.y, d.Q, d.Qbar))
-    A = T * sp.eye(d.P) + K_R
-    # step 7 with this A: pivots ⇒ log det A, exponent ⇒ −½ yᵀA⁻¹y
+    st6 = step6_order_parameters(d)
+    Ag = _generic_symmetric("A", d.P)
     sbar = sp.Matrix(d.P, 1, lambda mu, _: sp.Symbol(f"sbar_{mu}", real=True))
-    exponent7 = -(sbar.T * A * sbar)[0, 0] / 2 + sp.I * (sbar.T * d.y)[0, 0]
-    gi = gaussian_integrate(exponent7, list(sbar))
-    logdetA = sp.log(A.det())
-    _require(sp.cancel(sp.Mul(*gi.pivots) - A.det()) == 0, "pivots of A")
-    total = (N / 2 * (d.Q * d.Qbar).trace() - N / 2 * sp.log((sp.eye(d.n) + d.Qbar).det())
-             - logdetA / 2 + gi.exponent)
-    S = -2 * total / N
-    expected = theory_action(d)
-    _require(symbolic_equal(S, expected), f"{d.kind} action ≠ THEORY §3")
-    checked = [f"{d.kind} n={d.n} P={d.P}: S from steps 5–7 = THEORY §3"]
-    if compare_action_module:
-        other = action_module_S(d.kind, d.n, d.P, zero_mean=False)
-        if other is not None:
-            _require(symbolic_equal(S, other), "S ≠ derivations.action.action_explicit")
-            checked.append("= derivations.action.action_explicit")
+    E7 = -(sbar.T * Ag * sbar)[0, 0] / 2 + sp.I * (sbar.T * d.y)[0, 0]
+    gi = gaussian_integrate(E7, list(sbar), pref_sq=1 / (2 * sp.pi)**(2 * d.P))
+    # log of the s̄ integral, constants ((2π)^{-P/2}) dropped: −½ log Π pivots + exponent
+    total = (N / 2 * (d.Q * d.Qbar).trace() - N / 2 * sp.log(_det(sp.eye(d.n) + d.Qbar))
+             - sp.log(sp.Mul(*gi.pivots)) / 2 + gi.exponent)
+    S_gen = sp.expand(-2 * total / N)
+    expected_gen = (-(d.Q * d.Qbar).trace() + sp.log(_det(sp.eye(d.n) + d.Qbar))
+                    + (sp.log(_det(Ag)) + (d.y.T * _inv(Ag) * d.y)[0, 0]) / N)
+    _require(symbolic_equal(S_gen, expected_gen, gens=list(d.y)), "S(A) ≠ THEORY §3")
+    K_R = st6.derived
+    A = T * sp.eye(d.P) + K_R
+    S = expected_gen.xreplace({Ag[i, j]: A[i, j] for i in range(d.P) for j in range(d.P)})
     return Step(
         "8", "The effective action",
         r"Everything left is $e^{-\frac N2 S(Q,\bar Q)}$ integrated over $Q,\bar Q$. With "
@@ -809,19 +839,34 @@ def step8_action(d: ExplicitData, compare_action_module: bool = True) -> Step:
                     sp.Symbol(r"-\mathrm{Tr}(Q\bar Q)+\log\det(\mathbb 1+\bar Q)+\frac1N\left["
                               r"\log\det A+y^\top A^{-1}y\right]")),
                    (sp.Symbol("A"), sp.Symbol(r"T\mathbb 1+K_R(Q,\bar Q)"))],
-        checked=checked, derived=S, expected=expected)
+        checked=[f"{d.kind} n={d.n} P={d.P}: S from steps 5–7 = THEORY §3 (generic A), "
+                 "A = T𝟙 + K_R of step 6"],
+        derived=S, expected=theory_action(d))
 
 
-def action_module_S(kind: str, n: int, P: int, zero_mean: bool):
-    """S from :func:`derivations.action.action_explicit` on the same symbols (None if the module
-    is not importable). LCN there uses vectors q, q̄; FC scalars — the symbols coincide with
-    :func:`explicit_data`."""
-    try:
-        from derivations.action import action_explicit
-    except ImportError:     # pragma: no cover - the other module is written concurrently
-        return None
-    S, _env = action_explicit(kind, n, P, zero_mean, symbolic=True)
-    return S
+def compare_with_action_module(kind: str, n: int, P: int, zero_mean: bool,
+                               symbolic: bool = True, seed: int = 0) -> bool:
+    """The S derived here equals :func:`derivations.action.action_explicit` on the same data.
+
+    ``symbolic=True``: every entry of K, μ, y is a Symbol (the two modules name them alike);
+    ``symbolic=False``: the data are the seeded random rationals of ``action_explicit`` and only
+    Q, Q̄, T, N, λ1 stay symbolic. Zero mean compares S(Q) (after Q̄ elimination, constant −n
+    restored). Raises ImportError when the module is missing, DerivationError on a mismatch.
+    """
+    from derivations.action import action_explicit
+    other, env = action_explicit(kind, n, P, zero_mean, symbolic=symbolic, seed=seed)
+    d = explicit_data(kind, n, P, zero_mean)
+    K = env["K"] if kind != "fc" else {(0, 0): env["K"]}
+    mu = env["mu"] if kind != "fc" else env["m0"].T
+    d = ExplicitData(kind, n, P, zero_mean, K, mu, env["y"], d.Q, d.Qbar)
+    if zero_mean:
+        mine = eliminate_Qbar(d).derived + n
+    else:
+        mine = step8_action(d).derived
+    gens = [x for x in d.y if isinstance(x, sp.Symbol)]
+    _require(symbolic_equal(mine, other, gens=gens),
+             f"{kind} n={n} P={P} zero_mean={zero_mean}: S ≠ derivations.action")
+    return True
 
 
 # ------------------------------------------------------------------------------------------

@@ -352,6 +352,10 @@ def plot_comparison(rows, path, title=""):
                 ax.annotate("✗", (x, r["sampled"]["test_error"]["total"]), color=col,
                             textcoords="offset points", xytext=(6, 4), fontsize=10)
     ax.set_xscale("log")
+    ticks = sorted({r["N"] for r in rows})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("hidden width N (channels)")
     ax.set_ylabel("test error ε = bias² + variance")
     ax.grid(alpha=0.3, which="both")
@@ -423,7 +427,7 @@ def main(argv=None) -> int:
     print(f"criterion: {res['config']['criterion']}")
     bad = [r for r in res["rows"] if r["verdict"] != "agree"]
     if bad:
-        print("theory and sampling DISAGREE for: " + ", ".join(
+        print("theory and sampling DISAGREE (or the chains did not converge) for: " + ", ".join(
             f"{r['arch']} N={r['N']} ({100 * r['rel_diff']:+.0f} %, {r['verdict']})" for r in bad))
     for name, k in res["kernels"].items():
         print(f"{name} N={k['N']}: label alignment NNGP {k['nngp']['alignment']:.3f}, theory K_R "

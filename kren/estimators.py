@@ -25,7 +25,7 @@ import numpy as np
 
 from . import kernels as _kernels
 from .architecture import Architecture, check_positive
-from .linalg import cho_factor
+from .linalg import cho_factor, cho_solve
 from .solvers import (ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc,
                       newton_solve)
 
@@ -205,9 +205,10 @@ class _Estimator:
             self.result_ = SolverResult(True, 0, 0.0, 0.0, S,
                                         "N = inf: infinite-width limit, Q = 1 and Qbar = 0 exactly",
                                         method="exact")
+            cho = z = None
         else:
-            Q, Qbar, self.result_ = self._solve(Q0)
-        self._set_solution(Q, Qbar)
+            Q, Qbar, self.result_, cho, z = self._solve(Q0)
+        self._set_solution(Q, Qbar, cho, z)
         if not self.result_.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {self.result_.message}",
                           ConvergenceWarning, stacklevel=2)
@@ -217,18 +218,31 @@ class _Estimator:
         n = self.n_
         return np.eye(n), np.zeros((n, n))
 
-    def _set_solution(self, Q, Qbar):
-        gen = _generated(self._kind)
-        kt = self.kernels_
+    def _set_solution(self, Q, Qbar, cho=None, z=None):
+        """Store Q, Q̄ and the Cholesky factor of A = T𝟙 + K_R with z = A⁻¹y (reused from the
+        solver's last evaluation when given; otherwise K_R is built and factorized once)."""
         self.Q_, self.Qbar_ = Q, Qbar
-        Qa, Qba = self._gen_args(Q, Qbar)
-        K_R = gen.renormalized_kernel(Qa, Qba, kt.blocks, kt.pairs, kt.mu, self.arch_.lambda1)
-        K_R = np.asarray(K_R, dtype=np.float64)
-        P = K_R.shape[0]
-        self.K_R_ = K_R
-        self.cho_ = cho_factor(K_R + float(self.T) * np.eye(P), "A = T·1 + K_R")
-        from .linalg import cho_solve
-        self.z_ = cho_solve(self.cho_, self.y_train_)
+        self._K_R = None
+        if cho is None:
+            K_R = self._train_K_R()
+            cho = cho_factor(K_R + float(self.T) * np.eye(K_R.shape[0]), "A = T·1 + K_R")
+            z = cho_solve(cho, self.y_train_)
+        self.cho_, self.z_ = cho, z
+
+    def _train_K_R(self) -> np.ndarray:
+        if getattr(self, "_K_R", None) is None:
+            kt = self.kernels_
+            Qa, Qba = self._gen_args(self.Q_, self.Qbar_)
+            K_R = _generated(self._kind).renormalized_kernel(Qa, Qba, kt.blocks, kt.pairs, kt.mu,
+                                                             self.arch_.lambda1)
+            self._K_R = np.asarray(K_R, dtype=np.float64)
+        return self._K_R
+
+    @property
+    def K_R_(self) -> np.ndarray:
+        """Renormalized kernel over the training set (THEORY §3), built on first access."""
+        self._check_fitted(allow_unconverged=True)
+        return self._train_K_R()
 
     def _gen_args(self, Q, Qbar):
         return Q, Qbar
@@ -247,7 +261,8 @@ class _Estimator:
 
     def _chunk(self) -> int:
         n, P = self.n_, self.X_train_.shape[0]
-        per_row = n * n * P * np.dtype(self.dtype).itemsize
+        blocks = n if self._kind == "lcn" else n * n       # the LCN needs only K_ii(x0, x)
+        per_row = blocks * P * np.dtype(self.dtype).itemsize
         budget = _kernels.get_memory_budget() if self.memory_budget is None else self.memory_budget
         return int(max(1, min(4096, min(budget // 4, 512 * 2**20) // per_row)))
 
@@ -315,7 +330,8 @@ class _Estimator:
     def train_error(self, allow_unconverged: bool = False) -> float:
         """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] (THEORY §4)."""
         self._check_fitted(allow_unconverged)
-        return float(_predictor().train_error(self.K_R_, self.cho_, self.y_train_, float(self.T)))
+        return float(_predictor().train_error(self._train_K_R(), self.cho_, self.y_train_,
+                                              float(self.T)))
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -399,7 +415,8 @@ def load(path):
     est.alpha_ = X.shape[0] / float(est.N)
     est.kernels_ = _train_kernels(arch, est.X_train_, np.dtype(est.dtype), est.memory_budget)
     r = d["result"]
-    est.result_ = SolverResult(**{k: (float(v) if isinstance(v, str) else v) for k, v in r.items()})
+    numeric = {"grad_norm", "rel_grad_norm", "action", "seconds"}
+    est.result_ = SolverResult(**{k: (float(v) if k in numeric else v) for k, v in r.items()})
     if cls is FC:
         est._set_solution(float(np.asarray(Q)), float(np.asarray(Qbar)))
     else:
@@ -446,7 +463,7 @@ class FC(_Estimator):
         Q, Qbar, res = newton_fc(gen, k, yt, m, float(self.T), float(self.N),
                                  self.arch_.lambda1, zero_mean, Q0=Q0,
                                  tol=float(self.tol), max_iter=int(self.max_iter))
-        return Q, Qbar, res
+        return Q, Qbar, res, None, None
 
     @property
     def equivalent_prior_(self):
@@ -507,7 +524,7 @@ class _Local(_Estimator):
         Q, Qbar = problem.unpack(x)
         if zero_mean:
             Qbar = np.linalg.inv(Q) - np.eye(n)      # ∂S/∂Q̄ = 0 (THEORY §3)
-        return Q, Qbar, res
+        return Q, Qbar, res, ev["cho"], ev["z"]
 
     def patch_importance(self) -> np.ndarray:
         """Σ_j Q_ij painted back onto the input grid (THEORY §6)."""

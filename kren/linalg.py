@@ -102,6 +102,18 @@ def full_combine(W: np.ndarray, blocks: np.ndarray) -> np.ndarray:
                         blocks.reshape((n * n,) + blocks.shape[2:]), axes=1)
 
 
+def diag_combine(q: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Σ_i q_i K_ii over the diagonal blocks K_ii, shape (n, ...) -> (...) (LCN test×train blocks
+    of kren.kernels.cross_kernels(..., diagonal=True) or test diagonals of test_diagonal(...,
+    diagonal=True)): one tensordot over the patch index."""
+    blocks = np.asarray(blocks)
+    q = np.asarray(q, dtype=blocks.dtype)
+    if q.ndim != 1 or blocks.ndim < 1 or q.shape[0] != blocks.shape[0]:
+        raise ValueError(f"diag_combine needs q of shape (n,) and blocks of shape (n, ...) with the "
+                         f"same n, got q {q.shape} and blocks {blocks.shape}")
+    return np.tensordot(q, blocks, axes=1)
+
+
 def sym(A: np.ndarray) -> np.ndarray:
     """(A + Aᵀ)/2."""
     return 0.5 * (A + A.T)
@@ -113,17 +125,21 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     With K̃_p = K_ij + K_ijᵀ (i < j) or K_ii (the derivative of Σ_ij Q_ij K_ij along the
     symmetric basis matrix of pair p), and F_p = A⁻¹K̃_p,
         T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q) = ⟨F_p, F_qᵀ⟩,   T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z.
-    One batched GEMM with A⁻¹ (from the Cholesky factor) and one Gram product.
+    One GEMM of A⁻¹ (from the Cholesky factor) with all K̃_p side by side, and one Gram product.
     """
     Ainv = cho_inverse(cho)
     n_p, P = blocks.shape[0], blocks.shape[1]
-    Ks = np.array(blocks, dtype=np.float64, copy=True)
-    off = pairs[:, 0] != pairs[:, 1]
-    Ks[off] += blocks[off].transpose(0, 2, 1)
-    U = Ks @ z                                                   # (n_p, P): K̃_p z
-    F = np.matmul(Ainv, Ks)                                      # (n_p, P, P)
-    del Ks
-    Ft = np.ascontiguousarray(F.transpose(0, 2, 1)).reshape(n_p, P * P)
-    T1 = F.reshape(n_p, P * P) @ Ft.T
+    Kcat = np.empty((P, n_p, P))                                 # Kcat[:, p, :] = K̃_p
+    for p in range(n_p):
+        Kcat[:, p, :] = blocks[p]
+        if pairs[p, 0] != pairs[p, 1]:
+            Kcat[:, p, :] += blocks[p].T
+    U = np.tensordot(z, Kcat, axes=([0], [0]))                   # (n_p, P): K̃_p z (K̃_p symmetric)
+    F = (Ainv @ Kcat.reshape(P, n_p * P)).reshape(P, n_p, P)     # F[:, p, :] = A⁻¹K̃_p
+    del Kcat
+    Ff = np.ascontiguousarray(F.transpose(1, 0, 2)).reshape(n_p, P * P)
+    Ft = np.ascontiguousarray(F.transpose(1, 2, 0)).reshape(n_p, P * P)
+    del F
+    T1 = Ff @ Ft.T
     T2 = U @ Ainv @ U.T
     return 0.5 * (T1 + T1.T), 0.5 * (T2 + T2.T)

@@ -104,7 +104,7 @@ class MatrixSaddle:
         return self.gen.hessian_zero_mean(Q, *args)
 
     def hessian_cost(self) -> tuple[float, int]:
-        """(flops, bytes) of one exact Hessian: n_p batched P×P GEMMs and a Gram product."""
+        """(flops, bytes) of one exact Hessian: one P × P × n_p·P GEMM and a Gram product."""
         n_p, P = self.kt.blocks.shape[0], self.kt.blocks.shape[1]
         return 2.0 * n_p * P ** 3 + 2.0 * n_p ** 2 * P ** 2, 3 * n_p * P * P * 8
 

@@ -83,6 +83,52 @@ def test_printed_code_uses_cholesky_and_two_passes(generated):
     assert pred.count("solve_triangular(") == 1 and "cho_inverse" not in pred
 
 
+def test_lcn_cross_functions_use_only_diagonal_blocks(generated):
+    """LCN: Σ_i q_i K_ii is one tensordot over the diagonal tensor (diag_combine); the full
+    n×n tensor combiner is never used. No module forms the P0×P0 matrix μ0ᵀ M μ0 just to take
+    its diagonal (diag(Uᵀ M V) is lowered to column sums of U ∘ (M V))."""
+    src = generated["lcn.py"]
+    assert "full_combine" not in src
+    assert "diag_combine(q, Kx)" in _function_source(src, "renormalized_cross_kernel")
+    assert "diag_combine(q, Kd)" in _function_source(src, "renormalized_test_diagonal")
+    assert "diag_combine(q, Kx)" in _function_source(src, "_cross_zero_mean")
+    for mod in ("cnn.py", "lcn.py"):
+        body = _function_source(generated[mod], "renormalized_test_diagonal")
+        assert "np.diagonal(mu0.T" not in body and "np.sum(mu0*(" in body, mod
+
+
+def test_generated_docstrings_are_cleanly_indented(generated):
+    """Every docstring line after the first is indented by exactly 4 spaces (or blank), no line
+    of a generated file ends in whitespace, and one-line docstrings close on their line."""
+    import ast
+    for name, src in generated.items():
+        assert not re.search(r"[ \t]+$", src, flags=re.M), name
+        lines = src.splitlines()
+        tree = ast.parse(src)
+        n_doc = 0
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or ast.get_docstring(node) is None:
+                continue
+            n_doc += 1
+            d = node.body[0]
+            seg = lines[d.lineno - 1:d.end_lineno]
+            assert seg[0].startswith('    """') and seg[0][7:8] not in (" ", ""), (name, seg[0])
+            for ln in seg[1:]:
+                assert ln == "" or (ln.startswith("    ") and ln[4] != " "), (name, node.name, ln)
+            if len(seg) > 1:
+                assert seg[-1] == '    """' and seg[-2] != "", (name, node.name)
+        assert n_doc > 0 or name == "__init__.py", name
+
+
+def test_render_docstring_normalizes_indentation():
+    """The common indentation (4, of "shallow") is replaced by exactly 4 spaces; relative
+    indentation is kept; trailing whitespace and blank trailing lines are dropped."""
+    doc = "First line.\n\n            deep   \n    shallow\n        mid\n   \n"
+    assert codegen.render_docstring(doc) == [
+        '    """First line.', "", "            deep", "    shallow", "        mid", '    """']
+    assert codegen.render_docstring("  One line.  \n   ") == ['    """One line."""']
+
+
 def test_printer_refuses_unlowered_inverse():
     X = sp.MatrixSymbol("X", ac.P, ac.P)
     with pytest.raises(ValueError, match="lower"):

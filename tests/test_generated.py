@@ -260,6 +260,76 @@ def test_lcn_equals_cnn_with_diagonal_Q_and_finite_differences(zero_mean):
     close(z_l, z_c, RTOL_EXACT)
 
 
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_lcn_cross_kernel_and_test_diagonal_from_diagonal_tensors(activation):
+    """The LCN cross kernel / test diagonal from the diagonal tensors K_ii of kren.kernels
+    (shapes (n, P1, P2) and (n, P0)) equal the CNN functions with Q = diag(q), Q̄ = diag(q̄) on
+    the full tensors (n, n, P1, P2) and (n, n, P0): the off-diagonal blocks carry weight exactly
+    0, so the two differ only by summation order, ~1e-16 relative for these O(1) sums of n = 9
+    terms; 1e-12 leaves a wide margin while any wrong weight or mean term is O(1) relative.
+    relu has non-zero unit means (mean terms exercised); erf is odd, μ = 0 (zero-mean branch)."""
+    from kren import kernels
+    from kren.architecture import Architecture
+    arch = Architecture("lcn", input_shape=(1, 6, 6), mask=(2, 2), stride=(2, 2),
+                        activation=activation, lambda0=1.0, lambda1=0.8)
+    n = arch.n
+    rng = np.random.default_rng(31)
+    X1, X2 = rng.normal(size=(5, 36)), rng.normal(size=(4, 36))
+    Kx_d = kernels.cross_kernels(arch, X1, X2, diagonal=True)
+    Kx_f = kernels.cross_kernels(arch, X1, X2)
+    Kd_d = kernels.test_diagonal(arch, X1, diagonal=True)
+    Kd_f = kernels.test_diagonal(arch, X1)
+    assert Kx_d.shape == (n, 5, 4) and Kx_f.shape == (n, n, 5, 4)
+    assert Kd_d.shape == (n, 5) and Kd_f.shape == (n, n, 5)
+    mu1, mu2 = kernels.unit_means(arch, X1), kernels.unit_means(arch, X2)
+    assert (np.max(np.abs(mu1)) > 0.1) == (activation == "relu")
+    q = 0.5 + rng.random(n)
+    qbar = 0.3 * rng.normal(size=n)
+    l1 = arch.lambda1
+    tol = 1e-12
+    kR = lcn.renormalized_cross_kernel(q, qbar, Kx_d, mu1, mu2, l1)
+    kR00 = lcn.renormalized_test_diagonal(q, qbar, Kd_d, mu1, l1)
+    assert kR.shape == (5, 4) and kR00.shape == (5,)
+    close(kR, cnn.renormalized_cross_kernel(np.diag(q), np.diag(qbar), Kx_f, mu1, mu2, l1), tol)
+    close(kR00, cnn.renormalized_test_diagonal(np.diag(q), np.diag(qbar), Kd_f, mu1, l1), tol)
+    # the formula as stated, written out with explicit loops over the patches
+    ref = sum(q[i] * (Kx_d[i] - np.outer(mu1[i], mu2[i])) + np.outer(mu1[i], mu2[i]) / (1 + qbar[i])
+              for i in range(n)) / (l1 * n)
+    close(kR, ref, tol)
+    ref00 = sum(q[i] * (Kd_d[i] - mu1[i] ** 2) + mu1[i] ** 2 / (1 + qbar[i])
+                for i in range(n)) / (l1 * n)
+    close(kR00, ref00, tol)
+    # K_R(x, x) on the diagonal of the cross kernel of X1 with itself is the test diagonal
+    Kxx = kernels.cross_kernels(arch, X1, X1, diagonal=True)
+    close(np.diag(lcn.renormalized_cross_kernel(q, qbar, Kxx, mu1, mu1, l1)), kR00, tol)
+    if activation == "erf":
+        # zero-mean branch (qbar=None) equals the general one at μ = 0
+        close(lcn.renormalized_cross_kernel(q, None, Kx_d, mu1, mu2, l1), kR, tol)
+        close(lcn.renormalized_test_diagonal(q, None, Kd_d, mu1, l1), kR00, tol)
+    else:
+        with pytest.raises(ValueError, match="qbar is required"):
+            lcn.renormalized_cross_kernel(q, None, Kx_d, mu1, mu2, l1)
+    # the full tensors (or a wrong patch count) are refused, naming the expected shape
+    with pytest.raises(ValueError, match=rf"Kx must hold .*shape \({n}, P1, P2\).*diagonal=True"):
+        lcn.renormalized_cross_kernel(q, qbar, Kx_f, mu1, mu2, l1)
+    with pytest.raises(ValueError, match=rf"Kx must hold .*shape \({n}, P1, P2\)"):
+        lcn.renormalized_cross_kernel(q, qbar, Kx_d[:-1], mu1, mu2, l1)
+    with pytest.raises(ValueError, match=rf"Kd must hold .*shape \({n}, P0\).*diagonal=True"):
+        lcn.renormalized_test_diagonal(q, qbar, Kd_f, mu1, l1)
+    with pytest.raises(ValueError, match="mu1 must have shape"):
+        lcn.renormalized_cross_kernel(q, qbar, Kx_d, mu1[:, :-1], mu2, l1)
+
+
+def test_diag_combine():
+    """kren.linalg.diag_combine(q, blocks) = Σ_i q_i blocks[i] (explicit loop; round-off only)."""
+    from kren.linalg import diag_combine
+    rng = np.random.default_rng(2)
+    q, blocks = rng.normal(size=4), rng.normal(size=(4, 3, 5))
+    close(diag_combine(q, blocks), sum(q[i] * blocks[i] for i in range(4)), 1e-14)
+    with pytest.raises(ValueError, match="same n"):
+        diag_combine(q[:3], blocks)
+
+
 # ----------------------------------------------------------------------------------------------
 # FC
 # ----------------------------------------------------------------------------------------------

@@ -313,9 +313,11 @@ def test_linear_network_posterior_predictive_by_quadrature():
 
 def test_large_width_is_gp_regression_with_the_nngp_kernel():
     """THEORY §5.2: N → ∞ at fixed P, the posterior predictor is GP regression with the NNGP
-    kernel and noise T. FC with N = 1000 and P = 6 (α = 0.006: the finite-width shift of Q is
-    O(α), far below the Monte-Carlo error); means within 4 SE, variances within 4 SE of the
-    second-moment estimator, the averaged K̂ within 1 % of the NNGP kernel."""
+    kernel and noise T. FC with N = 500 and P = 6: the finite-width shift is O(α) with
+    α = P/N = 0.012 in the proportional theory (Q − 1 ≈ 7·10⁻⁴ here) and O(1/N) beyond it,
+    both far below the Monte-Carlo error (≈ 1–2 %). Means within 4 SE, variances within 4 SE of
+    the second-moment estimator, the averaged K̂ within 1.5 % of the NNGP kernel (its draws
+    average over 8 chains × 320 draws × 500 units)."""
     rng = np.random.default_rng(3)
     arch = kren.Architecture("fc", input_shape=3)
     X, Xt = rng.normal(size=(6, 3)), rng.normal(size=(4, 3))
@@ -325,14 +327,13 @@ def test_large_width_is_gp_regression_with_the_nngp_kernel():
     A = K + T * np.eye(6)
     gp_mean = k @ np.linalg.solve(A, y)
     gp_var = k00 - np.einsum("ij,ji->i", k, np.linalg.solve(A, k.T))
-    r = sample_posterior(arch, 1000, X, y, T, step_size=0.1, steps=2000, burn_in=400, thin=5,
-                         chains=8, X_test=Xt, dtype=torch.float64, metropolis=True, seed=0)
+    r = sample_posterior(arch, 500, X, y, T, step_size=0.1, steps=2000, burn_in=400, thin=5,
+                         chains=8, X_test=Xt, dtype=torch.float32, metropolis=True, seed=0)
     mean, se = r.predictive_mean()
     assert np.all(np.abs(mean - gp_mean) < 4 * se), (mean, gp_mean, se)
-    F = r.test_predictions
-    dev2 = (F - F.mean(axis=(0, 1))) ** 2
-    assert np.all(np.abs(dev2.mean(axis=(0, 1)) - gp_var) < 4 * mcse_mean(dev2))
-    np.testing.assert_allclose(r.kernel, K, rtol=0, atol=0.01 * np.abs(K).max())
+    var, var_se = r.predictive_var(return_se=True)
+    assert np.all(np.abs(var - gp_var) < 4 * var_se), (var, gp_var, var_se)
+    np.testing.assert_allclose(r.kernel, K, rtol=0, atol=0.015 * np.abs(K).max())
     d = r.diagnostics()
     assert d.rhat_max < 1.05 and d.ok
 
@@ -432,14 +433,15 @@ def test_diagnostics_flag_a_chain_that_is_too_short():
     X = rng.normal(size=(10, 4))
     y = np.sign(X[:, 0] + X[:, 1])
     Xt = rng.normal(size=(5, 4))
-    common = dict(chains=4, X_test=Xt, y_test=np.sign(Xt[:, 0] + Xt[:, 1]), dtype=torch.float64,
-                  seed=5, X_kernel=None)
-    short = sample_posterior(arch, 8, X, y, 0.2, 0.05, steps=40, burn_in=0, thin=1, **common)
+    common = dict(X_test=Xt, y_test=np.sign(Xt[:, 0] + Xt[:, 1]), dtype=torch.float64, seed=5,
+                  X_kernel=None)
+    short = sample_posterior(arch, 8, X, y, 0.2, 0.05, steps=40, burn_in=0, thin=1, chains=4,
+                             **common)
     d = short.diagnostics()
     assert not d.ok
     assert any("R̂" in w for w in d.warnings) and any("effective sample size" in w
                                                       for w in d.warnings)
-    long = sample_posterior(arch, 8, X, y, 0.2, 0.05, steps=8000, burn_in=1000, thin=5,
+    long = sample_posterior(arch, 8, X, y, 0.2, 0.1, steps=3000, burn_in=400, thin=5, chains=8,
                             **common)
     d = long.diagnostics()
     assert d.ok, d.warnings

@@ -40,8 +40,7 @@ def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
 
 
 def _renormalized_kernel_zero_mean(Q, blocks, pairs, lambda1):
-    """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units).
-    """
+    """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units)."""
     n = Q.shape[0]
     K_R = (1/(lambda1*n))*pair_combine(Q, blocks, pairs)
     return K_R
@@ -218,10 +217,8 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
 
 
 def _cross_zero_mean(Q, Kx, lambda1):
-    """K_R(x1, x2) = (1/(λ1 n)) Σ_ij Q_ij Kx_ij (zero-mean units).
-    """
+    """K_R(x1, x2) = (1/(λ1 n)) Σ_ij Q_ij Kx_ij (zero-mean units)."""
     n = Q.shape[0]
-    P1, P2 = Kx.shape[-2:]
     kR = (1/(lambda1*n))*full_combine(Q, Kx)
     return kR
 
@@ -232,7 +229,8 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     K_R(x0, x0) = (1/(λ1 n)) [Σ_ij Q_ij Kd_ij − μ0ᵀ Q μ0 + μ0ᵀ (𝟙 + Q̄)⁻¹ μ0]
 
     Kd: K_ij(x0, x0) of shape (n, n, P0); mu0 (n, P0). Includes every cross-patch block
-    i ≠ j that Q switches on. Qbar=None means zero-mean units.
+    i ≠ j that Q switches on.
+    Qbar=None means zero-mean units.
     """
     Q = _square(Q, 'Q')
     n = Q.shape[0]
@@ -248,13 +246,12 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     Qbar = _square(Qbar, 'Qbar')
     mu0 = _means(mu0, n, P0, 'mu0')
     R = cho_inverse(cho_factor(np.eye(n) + Qbar, '1 + Qbar'))
-    kR00 = (1/(lambda1*n))*(np.diagonal(mu0.T @ (-Q + R) @ mu0).copy() + full_combine(Q, Kd))
+    kR00 = (1/(lambda1*n))*(np.sum(mu0*((-Q + R) @ mu0), axis=0) + full_combine(Q, Kd))
     return kR00
 
 
 def _diag_zero_mean(Q, Kd, lambda1):
-    """K_R(x0, x0) = (1/(λ1 n)) Σ_ij Q_ij Kd_ij (zero-mean units).
-    """
+    """K_R(x0, x0) = (1/(λ1 n)) Σ_ij Q_ij Kd_ij (zero-mean units)."""
     n = Q.shape[0]
     kR00 = (1/(lambda1*n))*full_combine(Q, Kd)
     return kR00
@@ -296,7 +293,8 @@ def _tensor(blocks, pairs, n):
 
 def _packed_sandwich(W, pairs):
     """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
+    """
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])

@@ -144,9 +144,9 @@ def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
 def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     """K_R between two input sets (THEORY §4), shape (P1, P2):
 
-    K_R(x1, x2) = (1/(λ1 n)) [Q Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ (𝟙 + Q̄)⁻¹ μ2]
+    K_R(x1, x2) = (Q (Kx − μ1 μ2ᵀ) + μ1 μ2ᵀ/(1 + Q̄))/λ1
 
-    Kx: full tensor K_ij(x1^a, x2^b) of shape (n, n, P1, P2); mu1 (n, P1), mu2 (n, P2).
+    Kx: K(x1^a, x2^b) of shape (1, 1, P1, P2) or (P1, P2); mu1 (1, P1), mu2 (1, P2).
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
     Q = _as_float(Q, 'Q')
@@ -171,9 +171,7 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
 
 
 def _cross_zero_mean(Q, Kx, lambda1):
-    """K_R(x1, x2) = (1/(λ1 n)) Q Kx_ij (zero-mean units).
-    """
-    P1, P2 = Kx.shape[-2:]
+    """K_R(x1, x2) = Q Kx/λ1 (zero-mean units)."""
     kR = 1/lambda1*Q*Kx
     return kR
 
@@ -181,10 +179,10 @@ def _cross_zero_mean(Q, Kx, lambda1):
 def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     """K_R(x0, x0) for every test input (THEORY §4), shape (P0,):
 
-    K_R(x0, x0) = (1/(λ1 n)) [Q Kd_ij − μ0ᵀ Q μ0 + μ0ᵀ (𝟙 + Q̄)⁻¹ μ0]
+    K_R(x0, x0) = (Q (Kd − μ0²) + μ0²/(1 + Q̄))/λ1
 
-    Kd: K_ij(x0, x0) of shape (n, n, P0); mu0 (n, P0). Includes every cross-patch block
-    i ≠ j that Q switches on. Qbar=None means zero-mean units.
+    Kd: K(x0, x0) of shape (1, 1, P0) or (P0,); mu0 (1, P0).
+    Qbar=None means zero-mean units.
     """
     Q = _as_float(Q, 'Q')
     Kd = np.asarray(Kd, dtype=float)
@@ -207,8 +205,7 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
 
 
 def _diag_zero_mean(Q, Kd, lambda1):
-    """K_R(x0, x0) = (1/(λ1 n)) Q Kd_ij (zero-mean units).
-    """
+    """K_R(x0, x0) = Q Kd/λ1 (zero-mean units)."""
     kR00 = 1/lambda1*Q*Kd
     return kR00
 
@@ -328,7 +325,8 @@ def _tensor(blocks, pairs, n):
 
 def _packed_sandwich(W, pairs):
     """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
+    """
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])

@@ -8,7 +8,7 @@ Every function is printed from the SymPy expressions of derivations.action by
 
 import numpy as np
 
-from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
+from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, diag_combine,
                          pair_combine, pair_contract, pair_hessian_terms)
 
 __all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
@@ -41,8 +41,7 @@ def renormalized_kernel(q, qbar, blocks, pairs, mu, lambda1):
 
 
 def _renormalized_kernel_zero_mean(q, blocks, pairs, lambda1):
-    """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units).
-    """
+    """K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij (zero-mean units)."""
     n = q.shape[0]
     Qd = np.diag(q)
     K_R = (1/(lambda1*n))*pair_combine(Qd, blocks, pairs)
@@ -196,17 +195,19 @@ def hessian_zero_mean(q, blocks, pairs, y, T, N, lambda1, cho, z):
 def renormalized_cross_kernel(q, qbar, Kx, mu1, mu2, lambda1):
     """K_R between two input sets (THEORY §4), shape (P1, P2):
 
-    K_R(x1, x2) = (1/(λ1 n)) [Σ_i q_i Kx_ij − μ1ᵀ Q μ2 + μ1ᵀ (𝟙 + Q̄)⁻¹ μ2]
+    K_R(x1, x2) = (1/(λ1 n)) [Σ_i q_i Kx_i − μ1ᵀ diag(q) μ2 + μ1ᵀ diag(1/(1 + q̄)) μ2]
 
-    Kx: full tensor K_ij(x1^a, x2^b) of shape (n, n, P1, P2); mu1 (n, P1), mu2 (n, P2).
+    Kx: the diagonal blocks Kx_i = K_ii(x1^a, x2^b), shape (n, P1, P2), of
+    kren.kernels.cross_kernels(arch, X1, X2, diagonal=True) (all an LCN needs);
+    mu1 (n, P1), mu2 (n, P2). Σ_i q_i Kx_i is one tensordot (kren.linalg.diag_combine).
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
     q = _vector(q, 'q')
     n = q.shape[0]
     Kx = np.asarray(Kx)
-    if Kx.ndim != 4 or Kx.shape[:2] != (n, n):
-        raise ValueError(f'Kx must have shape ({n}, {n}, P1, P2), got {Kx.shape}')
-    P1, P2 = Kx.shape[2:]
+    if Kx.ndim != 3 or Kx.shape[0] != n:
+        raise ValueError(f'Kx must hold the diagonal blocks K_ii(x1, x2) with shape ({n}, P1, P2) (kren.kernels.cross_kernels(..., diagonal=True)), got {Kx.shape}')
+    P1, P2 = Kx.shape[1:]
     lambda1 = _as_float(lambda1, 'lambda1')
     if qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu1, mu2)):
@@ -218,34 +219,32 @@ def renormalized_cross_kernel(q, qbar, Kx, mu1, mu2, lambda1):
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     R = cho_inverse(cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)'))
-    kR = (1/(lambda1*n))*(mu1.T @ (-Qd + R) @ mu2 + full_combine(Qd, Kx))
+    kR = (1/(lambda1*n))*(mu1.T @ (-Qd + R) @ mu2 + diag_combine(q, Kx))
     return kR
 
 
 def _cross_zero_mean(q, Kx, lambda1):
-    """K_R(x1, x2) = (1/(λ1 n)) Σ_i q_i Kx_ij (zero-mean units).
-    """
+    """K_R(x1, x2) = (1/(λ1 n)) Σ_i q_i Kx_i (zero-mean units)."""
     n = q.shape[0]
-    P1, P2 = Kx.shape[-2:]
-    Qd = np.diag(q)
-    kR = (1/(lambda1*n))*full_combine(Qd, Kx)
+    kR = (1/(lambda1*n))*diag_combine(q, Kx)
     return kR
 
 
 def renormalized_test_diagonal(q, qbar, Kd, mu0, lambda1):
     """K_R(x0, x0) for every test input (THEORY §4), shape (P0,):
 
-    K_R(x0, x0) = (1/(λ1 n)) [Σ_i q_i Kd_ij − μ0ᵀ Q μ0 + μ0ᵀ (𝟙 + Q̄)⁻¹ μ0]
+    K_R(x0, x0) = (1/(λ1 n)) [Σ_i q_i Kd_i − Σ_i q_i μ0_i² + Σ_i μ0_i²/(1 + q̄_i)]
 
-    Kd: K_ij(x0, x0) of shape (n, n, P0); mu0 (n, P0). Includes every cross-patch block
-    i ≠ j that Q switches on. Qbar=None means zero-mean units.
+    Kd: Kd_i = K_ii(x0, x0), shape (n, P0), of
+    kren.kernels.test_diagonal(arch, X, diagonal=True); mu0 (n, P0).
+    Qbar=None means zero-mean units.
     """
     q = _vector(q, 'q')
     n = q.shape[0]
     Kd = np.asarray(Kd)
-    if Kd.ndim != 3 or Kd.shape[:2] != (n, n):
-        raise ValueError(f'Kd must have shape ({n}, {n}, P0), got {Kd.shape}')
-    P0 = Kd.shape[2]
+    if Kd.ndim != 2 or Kd.shape[0] != n:
+        raise ValueError(f'Kd must hold K_ii(x0, x0) with shape ({n}, P0) (kren.kernels.test_diagonal(..., diagonal=True)), got {Kd.shape}')
+    P0 = Kd.shape[1]
     lambda1 = _as_float(lambda1, 'lambda1')
     if qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu0,)):
@@ -256,16 +255,14 @@ def renormalized_test_diagonal(q, qbar, Kd, mu0, lambda1):
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     R = cho_inverse(cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)'))
-    kR00 = (1/(lambda1*n))*(np.diagonal(mu0.T @ (-Qd + R) @ mu0).copy() + full_combine(Qd, Kd))
+    kR00 = (1/(lambda1*n))*(np.sum(mu0*((-Qd + R) @ mu0), axis=0) + diag_combine(q, Kd))
     return kR00
 
 
 def _diag_zero_mean(q, Kd, lambda1):
-    """K_R(x0, x0) = (1/(λ1 n)) Σ_i q_i Kd_ij (zero-mean units).
-    """
+    """K_R(x0, x0) = (1/(λ1 n)) Σ_i q_i Kd_i (zero-mean units)."""
     n = q.shape[0]
-    Qd = np.diag(q)
-    kR00 = (1/(lambda1*n))*full_combine(Qd, Kd)
+    kR00 = (1/(lambda1*n))*diag_combine(q, Kd)
     return kR00
 
 
@@ -305,7 +302,8 @@ def _tensor(blocks, pairs, n):
 
 def _packed_sandwich(W, pairs):
     """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
+    """
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])

@@ -84,7 +84,8 @@ def _tensor(blocks, pairs, n):
 
 def _packed_sandwich(W, pairs):
     """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich)."""
+    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
+    """
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])

@@ -109,10 +109,18 @@ class SamplingResult:
         F, _ = self._pred(which)
         return F.mean(axis=(0, 1)), mcse_mean(F)
 
-    def predictive_var(self, which: str = "test") -> np.ndarray:
-        """Posterior variance of f0 per input, (1/(CS)) Σ (f0 − ⟨f0⟩)² over all draws."""
+    def predictive_var(self, which: str = "test", return_se: bool = False):
+        """Posterior variance of f0 per input, (1/(CS)) Σ (f0 − ⟨f0⟩)² over all draws.
+
+        ``return_se=True`` also returns its Monte-Carlo standard error (that of the mean of
+        (f0 − ⟨f0⟩)², from its effective sample size).
+        """
+        from .diagnostics import mcse_mean
         F, _ = self._pred(which)
-        return F.reshape(-1, F.shape[-1]).var(axis=0)
+        var = F.reshape(-1, F.shape[-1]).var(axis=0)
+        if not return_se:
+            return var
+        return var, mcse_mean((F - F.mean(axis=(0, 1))) ** 2)
 
     def per_draw_error(self, which: str = "test") -> np.ndarray:
         """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S)."""
