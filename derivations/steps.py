@@ -37,12 +37,12 @@ import sympy as sp
 
 __all__ = [
     "T", "N", "lambda1", "lambda0", "DerivationError", "Step", "ExplicitData",
-    "symbolic_equal", "gaussian_lemma", "gaussian_integrate", "unit_mean_symbolic",
+    "symbolic_equal", "compare_with_action_module", "gaussian_lemma", "gaussian_integrate", "unit_mean_symbolic",
     "explicit_data", "theory_K_R", "theory_action", "theory_action_zero_mean",
     "theory_gradients", "step1_fourier_delta", "step2_readout", "step3_outputs",
     "step4_channel_factorization", "step5_gaussian_equivalence", "step5_moments",
     "step6_order_parameters", "step7_sbar_integral", "step8_action", "eliminate_Qbar",
-    "saddle_point_equations", "derive", "GAUSSIAN_EQUIVALENCE_ASSUMPTION",
+    "saddle_point_equations", "saddle_point_bruteforce", "data_term_gradient", "derive", "GAUSSIAN_EQUIVALENCE_ASSUMPTION",
 ]
 
 # The same Symbols as derivations.action (same names and assumptions ⇒ equal in SymPy).
@@ -310,15 +310,23 @@ def explicit_data(kind: str, n: int, P: int, zero_mean: bool) -> ExplicitData:
 
 
 def _det(M: sp.Matrix):
-    """Determinant without intermediate cancellation (Berkowitz), cheap on symbolic entries."""
-    return M.det(method="berkowitz")
+    """Determinant by Laplace expansion along the first row, with no simplification at all
+    (SymPy's own methods cancel at every step, which is slow on rational entries)."""
+    k = M.shape[0]
+    if k == 1:
+        return M[0, 0]
+    if k == 2:
+        return M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
+    return sp.Add(*[(-1)**j * M[0, j] * _det(M.minor_submatrix(0, j)) for j in range(k)])
 
 
 def _inv(M: sp.Matrix) -> sp.Matrix:
-    """M⁻¹ = adj(M)/det M, unsimplified."""
-    if M.shape[0] == 1:
+    """M⁻¹ = adj(M)/det M from cofactors, unsimplified."""
+    k = M.shape[0]
+    if k == 1:
         return sp.Matrix([[1 / M[0, 0]]])
-    return M.adjugate(method="berkowitz") / _det(M)
+    adj = sp.Matrix(k, k, lambda i, j: (-1)**(i + j) * _det(M.minor_submatrix(j, i)))
+    return adj / _det(M)
 
 
 def theory_K_R(d: ExplicitData, Q=None, Qbar=None) -> sp.Matrix:
@@ -361,24 +369,25 @@ def theory_action_zero_mean(d: ExplicitData):
     return d.Q.trace() - sp.log(_det(d.Q)) + _data_term(dz, theory_K_R(dz)) / N
 
 
-def theory_gradients(d: ExplicitData):
+def theory_gradients(d: ExplicitData, B: sp.Matrix | None = None):
     r"""Matrix gradients (dS = Tr(∇_Q S dQ) + Tr(∇_Q̄ S dQ̄)), z = A⁻¹y, B = A⁻¹ − zzᵀ:
 
-    zero mean (THEORY §3): ∇_Q S = 𝟙 − Q⁻¹ + G/(N λ1 n),  G_ij = Tr(A⁻¹K_ij) − zᵀK_ij z;
+    zero mean (THEORY §3): ∇_Q S = 𝟙 − Q⁻¹ + G/(N λ1 n),  G_ij = Tr(A⁻¹K_ij) − zᵀK_ij z = Tr(B K_ij);
     general: ∇_Q S = −Q̄ + G̃/(N λ1 n),  G̃_ij = Tr(B (K_ij − μ_iμ_jᵀ)),
              ∇_Q̄ S = −Q + R − R H R/(N λ1 n),  R = (𝟙+Q̄)⁻¹,  H_ij = μ_jᵀ B μ_i.
-    Returns dict with 'dS_dQ' (and 'dS_dQbar'), 'G', 'A', 'z'.
+    ``B`` given (e.g. a generic symmetric matrix of Symbols) replaces A⁻¹ − zzᵀ.
+    Returns dict with 'dS_dQ' (and 'dS_dQbar'), 'G', 'B'.
     """
-    K_R = theory_K_R(d)
-    A = T * sp.eye(d.P) + K_R
-    Ainv = _inv(A)
-    z = Ainv * d.y
-    B = Ainv - z * z.T
+    if B is None:
+        A = T * sp.eye(d.P) + theory_K_R(d)
+        Ainv = _inv(A)
+        z = Ainv * d.y
+        B = Ainv - z * z.T
     n = d.n
     G = sp.zeros(n, n)
     for (i, j), Kij in d.K.items():
         G[i, j] = (B * Kij).trace()
-    out = {"A": A, "z": z, "G": G}
+    out = {"G": G, "B": B}
     if d.zero_mean:
         out["dS_dQ"] = sp.eye(n) - _inv(d.Q) + G / (N * lambda1 * n)
         return out
@@ -874,45 +883,46 @@ def compare_with_action_module(kind: str, n: int, P: int, zero_mean: bool,
 # ------------------------------------------------------------------------------------------
 
 def eliminate_Qbar(d: ExplicitData) -> Step:
-    r"""μ = 0 ⇒ K_R does not depend on Q̄; ∂S/∂Q̄_ij = 0 solved by ``sympy.solve``.
+    r"""μ = 0 ⇒ K_R does not depend on Q̄; ∂S/∂Q̄ = 0 solved by ``sympy.solve``.
 
-    The equations ∂S/∂Q̄_ij = (2 − δ_ij)[−Q + (𝟙+Q̄)⁻¹]_ij = 0 are rational in Q̄; multiplied by
-    (𝟙+Q̄) they are linear and SymPy returns the unique solution Q̄* = Q⁻¹ − 𝟙. Substituted:
-    S(Q, Q̄*) = Tr Q − log det Q + (1/N)[...] − n, the THEORY §3 S(Q) up to the constant −n.
+    At μ = 0 the data term (1/N)[log det A + yᵀA⁻¹y] has no Q̄ in it (checked on the free
+    symbols of K_R), so S depends on Q̄ only through S0 = −Tr(QQ̄) + log det(𝟙+Q̄). The
+    equations ∂S0/∂Q̄_ij = 0 (one per independent entry) are rational; SymPy solves their
+    numerators and exactly one solution keeps 𝟙 + Q̄ invertible: Q̄* = Q⁻¹ − 𝟙. Substituted,
+    S0(Q, Q̄*) = Tr Q − log det Q − n, so S(Q) = Tr Q − log det Q + (1/N)[log det A + yᵀA⁻¹y]
+    up to the constant −n (``derived``: this explicit S(Q), without the −n).
     """
     n = d.n
     dz = ExplicitData(d.kind, n, d.P, True, d.K, sp.zeros(n, d.P), d.y, d.Q, d.Qbar)
-    S = theory_action(dz)
+    K_R = theory_K_R(dz)
+    _require(not (K_R.free_symbols & d.Qbar.free_symbols), "K_R depends on Q̄ at μ = 0")
+    S0 = -(d.Q * d.Qbar).trace() + sp.log(_det(sp.eye(n) + d.Qbar))
     unknowns = sorted(d.Qbar.free_symbols, key=str)
-    eqs = [sp.together(sp.diff(S, u)) for u in unknowns]
-    # ∂S/∂Q̄ must not involve the data (μ = 0): its numerator is the polynomial system
-    _require(all(not e.has(T) and not e.has(N) for e in eqs), "∂S/∂Q̄ depends on data at μ=0")
-    nums = [sp.numer(e) for e in eqs]
-    sol = sp.solve(nums, unknowns, dict=True)
-    sol = [s_ for s_ in sol if (sp.eye(n) + d.Qbar.xreplace(s_)).det() != 0]
+    eqs = [sp.numer(sp.together(sp.diff(S0, u))) for u in unknowns]
+    sol = sp.solve(eqs, unknowns, dict=True)
+    sol = [s_ for s_ in sol if sp.simplify(_det(sp.eye(n) + d.Qbar.xreplace(s_))) != 0]
     _require(len(sol) == 1, f"expected one solution of ∂S/∂Q̄ = 0, got {sol}")
     Qb_star = d.Qbar.xreplace(sol[0])
-    want = _inv(d.Q) - sp.eye(n)
-    _require(sp.cancel(sp.together(Qb_star - want)) == sp.zeros(n, n), "Q̄* = Q⁻¹ − 𝟙")
-    S_Q = S.xreplace(sol[0])
-    expected = theory_action_zero_mean(dz) - n
-    _require(symbolic_equal(S_Q, expected), "S(Q, Q̄*) ≠ S(Q) − n")
-    checked = [f"{d.kind} n={n}: sympy.solve gives Q̄ = Q⁻¹ − 𝟙; S(Q) = THEORY §3 − n"]
-    other = action_module_S(d.kind, n, d.P, zero_mean=True)
-    if other is not None:
-        _require(symbolic_equal(S_Q + n, other), "S(Q) ≠ derivations.action.action_explicit")
-        checked.append("= derivations.action.action_explicit (zero mean)")
+    _require(sp.simplify(Qb_star - (_inv(d.Q) - sp.eye(n))) == sp.zeros(n, n), "Q̄* = Q⁻¹ − 𝟙")
+    S0_star = S0.xreplace(sol[0])
+    _require(symbolic_equal(S0_star, d.Q.trace() - sp.log(_det(d.Q)) - n), "S0(Q, Q̄*)")
+    S_Q = d.Q.trace() - sp.log(_det(d.Q)) + _data_term(dz, K_R) / N
     return Step(
         "8a", "Zero-mean activations: eliminate Q̄",
         r"For erf and linear $\mu_i=0$, so $K_R$ does not depend on $\bar Q$ and "
-        r"$\partial S/\partial\bar Q=0$ is solved exactly:",
+        r"$\partial S/\partial\bar Q=0$ is solved exactly (SymPy, explicit $n$):",
         equations=[(sp.Symbol(r"\partial S/\partial\bar Q"),
-                    sp.Symbol(r"-Q+(\mathbb 1+\bar Q)^{-1}=0\ \Rightarrow\ \bar Q=Q^{-1}-\mathbb 1")),
+                    sp.Symbol(r"-Q+(\mathbb 1+\bar Q)^{-1}=0\ \Rightarrow\ "
+                              r"\bar Q=Q^{-1}-\mathbb 1")),
                    (sp.Symbol(r"\bar Q^*\ (n=%d)" % n), Qb_star.applyfunc(sp.factor)),
+                   (sp.Symbol(r"-\mathrm{Tr}(Q\bar Q^*)+\log\det(\mathbb 1+\bar Q^*)"),
+                    sp.simplify(S0_star)),
                    (sp.Symbol("S(Q)"),
                     sp.Symbol(r"\mathrm{Tr}\,Q-\log\det Q+\frac1N\left[\log\det A+y^\top "
                               r"A^{-1}y\right],\quad K_R=\frac1{\lambda_1n}\sum_{ij}Q_{ij}K_{ij}"))],
-        checked=checked, derived=S_Q, expected=expected)
+        checked=[f"{d.kind} n={n}: sympy.solve gives Q̄ = Q⁻¹ − 𝟙 (unique), "
+                 "S0(Q, Q̄*) = Tr Q − log det Q − n"],
+        derived=S_Q, expected=theory_action_zero_mean(dz))
 
 
 def _independent(d: ExplicitData, M: sp.Matrix):
@@ -926,28 +936,74 @@ def _independent(d: ExplicitData, M: sp.Matrix):
     return out
 
 
-def saddle_point_equations(d: ExplicitData, compare_action_module: bool = True) -> Step:
-    r"""∂S/∂(independent entry) by ``sympy.diff`` of the explicit action, shown equal to
-    (2 − δ_ij) × the matrix gradient of :func:`theory_gradients` (THEORY §3 for μ = 0:
-    𝟙 − Q⁻¹ + G(Q)/(N λ1 n) = 0; LCN: its diagonal; FC: the scalar equation).
+def data_term_gradient(P: int = 2) -> Step:
+    r"""F(A) = log det A + yᵀA⁻¹y:  ∂F/∂A_ab = (2 − δ_ab) B_ab,  B = A⁻¹ − zzᵀ,  z = A⁻¹y,
+    by ``sympy.diff`` on a generic symmetric P×P matrix A (A_ab = A_ba one Symbol).
+
+    So for any symmetric dA, dF = Tr(B dA) — the only place the data enter the gradients.
     """
-    S = theory_action_zero_mean(d) if d.zero_mean else theory_action(d)
-    grads = theory_gradients(d)
+    A = _generic_symmetric("A", P)
+    y = sp.Matrix(P, 1, lambda a, _: sp.Symbol(f"y_{a}", real=True))
+    Ainv = _inv(A)
+    z = Ainv * y
+    B = Ainv - z * z.T
+    F = sp.log(_det(A)) + (y.T * Ainv * y)[0, 0]
+    for a in range(P):
+        for b in range(a, P):
+            got = sp.diff(F, A[a, b])
+            _require(_same_polynomial(got, (1 if a == b else 2) * B[a, b], list(y)),
+                     f"∂F/∂A[{a},{b}]")
+    return Step("8b", "Gradient of the data term",
+                r"For a symmetric $A$ (an off-diagonal $A_{ab}=A_{ba}$ is one variable):",
+                equations=[(sp.Symbol(r"\partial F/\partial A_{ab}"),
+                            sp.Symbol(r"(2-\delta_{ab})\,\big(A^{-1}-zz^\top\big)_{ab},\quad "
+                                      r"z=A^{-1}y"))],
+                checked=[f"P={P}, A generic symmetric"], derived=F, expected=B)
+
+
+def saddle_point_equations(d: ExplicitData, compare_action_module: bool = True) -> Step:
+    r"""∂S/∂x for every independent entry x of Q (and Q̄), by ``sympy.diff``, shown equal to
+    (2 − δ_ij) × the matrix gradient of :func:`theory_gradients` (THEORY §3 for μ = 0:
+    𝟙 − Q⁻¹ + G(Q)/(N λ1 n) = 0; LCN: the diagonal of it; FC: the scalar equation).
+
+    S = S0(Q, Q̄) + F(A)/N with A = T𝟙 + K_R(Q, Q̄). SymPy differentiates S0 and K_R; the data
+    term enters through the chain rule ∂F/∂x = Σ_{a≤b} ∂F/∂A_ab ∂A_ab/∂x with ∂F/∂A_ab =
+    (2 − δ_ab)B_ab (:func:`data_term_gradient`), and the identity is verified with B a
+    *generic* symmetric matrix of Symbols — stronger than at B = A⁻¹ − zzᵀ and exact rational
+    arithmetic throughout. :func:`saddle_point_bruteforce` differentiates the fully explicit
+    action instead (small sizes). ``compare_action_module``: the gradient programs of
+    :mod:`derivations.action` (evaluated at generic B) must agree too.
+    """
+    data_term_gradient(d.P)
+    n, P = d.n, d.P
+    Bg = _generic_symmetric("B", P)
+    K_R = theory_K_R(d)
+    if d.zero_mean:
+        S0 = d.Q.trace() - sp.log(_det(d.Q))
+    else:
+        S0 = -(d.Q * d.Qbar).trace() + sp.log(_det(sp.eye(n) + d.Qbar))
+    grads = theory_gradients(d, B=Bg)
     targets = [("Q", d.Q, grads["dS_dQ"])]
     if not d.zero_mean:
         targets.append(("Qbar", d.Qbar, grads["dS_dQbar"]))
     derived, expected = {}, {}
     for name, M, G in targets:
         for i, j, sym, wgt in _independent(d, M):
-            got = sp.diff(S, sym)
+            dK = K_R.diff(sym)
+            chain = sp.Add(*[(1 if a == b else 2) * Bg[a, b] * dK[a, b]
+                             for a in range(P) for b in range(a, P)])
+            got = sp.diff(S0, sym) + chain / N
             want = wgt * G[i, j]
             _require(sp.cancel(sp.together(got - want)) == 0,
                      f"{d.kind} ∂S/∂{name}[{i},{j}] ≠ (2−δ)·∇S")
             derived[(name, i, j)] = got
             expected[(name, i, j)] = want
-    checked = [f"{d.kind} n={d.n} P={d.P} zero_mean={d.zero_mean}: every ∂S = THEORY"]
+    checked = [f"{d.kind} n={n} P={P} zero_mean={d.zero_mean}: every ∂S = THEORY (generic B)"]
     if compare_action_module:
-        other = _action_module_gradients(d)
+        try:
+            other = _action_module_gradients(d, Bg)
+        except ImportError:     # pragma: no cover - written concurrently
+            other = None
         if other is not None:
             for (name, i, j), want in expected.items():
                 wgt = 1 if i == j else 2
@@ -956,47 +1012,76 @@ def saddle_point_equations(d: ExplicitData, compare_action_module: bool = True) 
             checked.append("= derivations.action gradient programs")
     eqs = [(sp.Symbol(r"\nabla_Q S"),
             sp.Symbol(r"\mathbb 1-Q^{-1}+\frac{G(Q)}{N\lambda_1n}" if d.zero_mean else
-                      r"-\bar Q+\frac{\tilde G}{N\lambda_1 n}")),
-           (sp.Symbol("G_{ij}"), sp.Symbol(r"\mathrm{Tr}(A^{-1}K_{ij})-z^\top K_{ij}z,\ z=A^{-1}y"))]
+                      r"-\bar Q+\frac{\tilde G}{N\lambda_1 n},\ \tilde G_{ij}="
+                      r"\mathrm{Tr}[(A^{-1}-zz^\top)(K_{ij}-\mu_i\mu_j^\top)]")),
+           (sp.Symbol("G_{ij}"), sp.Symbol(r"\mathrm{Tr}(A^{-1}K_{ij})-z^\top K_{ij}z,\ "
+                                           r"z=A^{-1}y"))]
     if not d.zero_mean:
         eqs.append((sp.Symbol(r"\nabla_{\bar Q}S"),
                     sp.Symbol(r"-Q+R-\frac{RHR}{N\lambda_1n},\ R=(\mathbb 1+\bar Q)^{-1},\ "
                               r"H_{ij}=\mu_j^\top(A^{-1}-zz^\top)\mu_i")))
-    return Step("8b", "Saddle-point equations",
-                r"Differentiating the explicit action entry by entry (an off-diagonal $Q_{ij}=Q_{ji}$ "
-                r"is one variable, hence the factor $2-\delta_{ij}$) reproduces the matrix equations:",
+    return Step("8c", "Saddle-point equations",
+                r"Differentiating the action entry by entry (an off-diagonal "
+                r"$Q_{ij}=Q_{ji}$ is one variable, hence the factor $2-\delta_{ij}$) reproduces "
+                r"the matrix equations:",
                 equations=eqs, checked=checked, derived=derived, expected=expected)
 
 
-def _action_module_gradients(d: ExplicitData):
-    """The gradient programs of :mod:`derivations.action` evaluated on the same symbols."""
-    try:
-        from derivations import action as am
-    except ImportError:     # pragma: no cover
-        return None
+def saddle_point_bruteforce(d: ExplicitData) -> int:
+    """``sympy.diff`` of the fully explicit S (every entry of A expanded) against (2 − δ_ij) ×
+    :func:`theory_gradients` at B = A⁻¹ − zzᵀ; exact, but only cheap for small sizes or
+    rational data. Returns the number of entries compared."""
+    S = theory_action_zero_mean(d) if d.zero_mean else theory_action(d)
+    grads = theory_gradients(d)
+    gens = [x for x in d.y if isinstance(x, sp.Symbol)]
+    count = 0
+    for name, M, G in [("Q", d.Q, grads["dS_dQ"])] + \
+            ([] if d.zero_mean else [("Qbar", d.Qbar, grads["dS_dQbar"])]):
+        for i, j, sym, wgt in _independent(d, M):
+            _require(_same_polynomial(sp.diff(S, sym), wgt * G[i, j], gens),
+                     f"brute force ∂S/∂{name}[{i},{j}]")
+            count += 1
+    return count
+
+
+def _expand_except(prog, name, keep: str):
+    """A program definition with every earlier definition substituted except ``keep``."""
+    defs = [(sym, e) for sym, e in prog.defs if str(sym) != keep]
+    e = prog[name]
+    for _ in range(len(prog.defs) + 1):
+        hit = {sym: ex for sym, ex in defs if e.has(sym)}
+        if not hit:
+            break
+        e = e.xreplace(hit)
+    return e
+
+
+def _action_module_gradients(d: ExplicitData, B: sp.Matrix):
+    """The gradient programs of :mod:`derivations.action` evaluated on the same symbols, with
+    their B (= A⁻¹ − zzᵀ) replaced by the given matrix."""
+    from derivations import action as am
     env = {"K": d.K, "mu": d.mu, "y": d.y, "T": T, "N": N, "lambda1": lambda1,
-           "n": sp.Integer(d.n), "P": sp.Integer(d.P)}
+           "n": sp.Integer(d.n), "P": sp.Integer(d.P), "B": B}
     out = {}
     if d.kind == "fc":
         prog = am.fc_program(d.zero_mean)
         env.update({"K": d.K[(0, 0)], "m0": d.mu.T, "Q": d.Q[0, 0], "Qbar": d.Qbar[0, 0]})
-        out["Q"] = sp.Matrix([[am.explicit(prog.expanded("dS_dQ"), env)]]).applyfunc(_scalar)
-        if not d.zero_mean:
-            out["Qbar"] = sp.Matrix([[am.explicit(prog.expanded("dS_dQbar"), env)]]).applyfunc(
-                _scalar)
+        names = [("Q", "dS_dQ")] + ([] if d.zero_mean else [("Qbar", "dS_dQbar")])
+        for key, nm in names:
+            out[key] = sp.Matrix([[_scalar(am.explicit(_expand_except(prog, nm, "B"), env))]])
     elif d.kind == "lcn":
         prog = am.lcn_program(d.zero_mean)
         env.update({"q": sp.Matrix([d.Q[i, i] for i in range(d.n)]),
                     "qbar": sp.Matrix([d.Qbar[i, i] for i in range(d.n)])})
-        out["Q"] = sp.diag(*am.explicit(prog.expanded("dS_dq"), env))
+        out["Q"] = sp.diag(*am.explicit(_expand_except(prog, "dS_dq", "B"), env))
         if not d.zero_mean:
-            out["Qbar"] = sp.diag(*am.explicit(prog.expanded("dS_dqbar"), env))
+            out["Qbar"] = sp.diag(*am.explicit(_expand_except(prog, "dS_dqbar", "B"), env))
     else:
         prog = am.cnn_program(d.zero_mean)
         env.update({"Q": d.Q, "Qbar": d.Qbar})
-        out["Q"] = am.explicit(prog.expanded("dS_dQ"), env)
+        out["Q"] = am.explicit(_expand_except(prog, "dS_dQ", "B"), env)
         if not d.zero_mean:
-            out["Qbar"] = am.explicit(prog.expanded("dS_dQbar"), env)
+            out["Qbar"] = am.explicit(_expand_except(prog, "dS_dQbar", "B"), env)
     return out
 
 

@@ -406,7 +406,7 @@ def main(argv=None) -> int:
         print(f"kren compare: {exc}", file=sys.stderr)
         return 2
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (the nn extra is needed for the sampled side)
     except ImportError:
         print("kren compare needs PyTorch: pip install 'kren[nn]'", file=sys.stderr)
         return 2

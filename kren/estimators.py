@@ -463,6 +463,8 @@ class FC(_Estimator):
         Q, Qbar, res = newton_fc(gen, k, yt, m, float(self.T), float(self.N),
                                  self.arch_.lambda1, zero_mean, Q0=Q0,
                                  tol=float(self.tol), max_iter=int(self.max_iter))
+        if zero_mean:
+            Qbar = 1.0 / Q - 1.0                     # ∂S/∂Q̄ = 0 (THEORY §3)
         return Q, Qbar, res, None, None
 
     @property

@@ -64,10 +64,13 @@ print("n =", arch.n, "patches of M =", arch.M, "entries")
 print("max |torch − numpy| =", float(np.abs(net(X).detach().numpy() - npforward.forward(arch, X, params)).max()))"""),
     ("md", r"""## A sampling run and its diagnostics
 
-CNN, N = 10, T = 0.1: four independent chains from prior draws, MALA with η = 0.02. The
-training loss relaxes within a few hundred steps; after burn-in every 10th state is kept."""),
-    ("code", r"""res = sample_posterior(arch, 10, X, y, T=0.1, step_size=0.02, steps=4000, burn_in=1000,
-                       thin=10, chains=4, X_test=Xt, y_test=yt, metropolis=True, seed=0)
+CNN, N = 10, T = 0.1: four independent chains from prior draws, MALA with η = 0.05 (the
+curvature of the loss grows with P, so this small training set takes a larger step than the
+η = 0.02 of the P = 200 benchmark). The training loss relaxes within a few hundred steps; after
+burn-in every 5th state is kept. At this size and length the diagnostics may still flag the
+slowest test predictions (`rhat_predictions_max`): they are reported, not hidden."""),
+    ("code", r"""res = sample_posterior(arch, 10, X, y, T=0.1, step_size=0.05, steps=2500, burn_in=500,
+                       thin=5, chains=4, X_test=Xt, y_test=yt, metropolis=True, seed=0)
 err = res.test_error()
 diag = res.diagnostics()
 print(f"test error {err.total:.4f} ± {err.se:.4f}  (bias² {err.bias2:.4f}, variance {err.variance:.4f})")
@@ -86,7 +89,7 @@ plt.show()"""),
     ("md", r"""The diagnostics are not decorative: a chain stopped before the loss has relaxed (no burn-in,
 60 steps) is flagged by split-$\hat R$ (the trend inside each chain) and by the effective sample
 size."""),
-    ("code", r"""short = sample_posterior(arch, 10, X, y, T=0.1, step_size=0.02, steps=60, burn_in=0, thin=1,
+    ("code", r"""short = sample_posterior(arch, 10, X, y, T=0.1, step_size=0.05, steps=60, burn_in=0, thin=1,
                          chains=4, X_test=Xt, y_test=yt, metropolis=True, seed=1)
 d = short.diagnostics()
 print("ok:", d.ok)
@@ -97,11 +100,12 @@ for w in d.warnings:
 `run_compare` (the engine of `kren compare`) fits the theory and samples the network for every
 architecture and width, and marks a row `agree` only when
 $|\varepsilon_\text{sampled}-\varepsilon_\text{theory}| \le \max(2\,\text{SE}, 10\,\%\,\varepsilon_\text{theory})$
-with $\hat R < 1.05$. At this tiny size (P = 60, short chains) the numbers are only illustrative."""),
+with $\hat R < 1.05$. At this tiny size (P = 60, chains of 2 000 steps) the numbers are only
+illustrative, and short chains are flagged as such."""),
     ("code", r"""import tempfile
 out = Path(tempfile.mkdtemp(prefix="kren04_"))     # figures and JSON of this tiny run
-cmp = run_compare(archs=("cnn", "lcn", "fc"), widths={"cnn": [10], "lcn": [10], "fc": [10, 200]},
-                  P=60, n_test=60, T=0.1, steps=3000, burn_in=1000, thin=10, chains=4, step=0.02,
+cmp = run_compare(archs=("cnn", "lcn", "fc"), widths={"cnn": [10], "lcn": [10], "fc": [10, 100]},
+                  P=60, n_test=60, T=0.1, steps=2000, burn_in=500, thin=5, chains=4, step=0.05,
                   threads=1, out=out)
 display(Markdown(format_table(cmp["rows"])))
 display(Image(cmp["paths"]["figure"], width=560))"""),

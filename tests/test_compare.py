@@ -102,3 +102,29 @@ def test_run_compare_kernels_and_theory_limit():
     eps = np.mean((d.y_test - mean) ** 2 + var)
     assert res["rows"][0]["theory_nngp_test_error"] == pytest.approx(eps, rel=1e-8)
     np.testing.assert_allclose(k["nngp"], K, rtol=1e-12)
+
+
+def test_notebook_04_executes_and_matches_its_builder():
+    """notebooks/04_theory_vs_sampling.ipynb runs top to bottom without error (tiny
+    configuration, < 60 s) and its cells are those its builder script writes."""
+    import importlib.util
+    import time
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    spec = importlib.util.spec_from_file_location("build04",
+                                                  root / "build_04_theory_vs_sampling.py")
+    build04 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build04)
+    nb = nbformat.read(root / "04_theory_vs_sampling.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == [c.source for c in build04.build().cells]
+    t0 = time.perf_counter()
+    build04.execute(nb, timeout=120)                      # raises CellExecutionError on error
+    elapsed = time.perf_counter() - t0
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "| CNN | 10 |" in outputs and "| FC | 100 |" in outputs
+    assert "max |torch − numpy| =" in outputs
+    assert elapsed < 120, elapsed

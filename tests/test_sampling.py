@@ -315,9 +315,9 @@ def test_large_width_is_gp_regression_with_the_nngp_kernel():
     """THEORY §5.2: N → ∞ at fixed P, the posterior predictor is GP regression with the NNGP
     kernel and noise T. FC with N = 500 and P = 6: the finite-width shift is O(α) with
     α = P/N = 0.012 in the proportional theory (Q − 1 ≈ 7·10⁻⁴ here) and O(1/N) beyond it,
-    both far below the Monte-Carlo error (≈ 1–2 %). Means within 4 SE, variances within 4 SE of
-    the second-moment estimator, the averaged K̂ within 1.5 % of the NNGP kernel (its draws
-    average over 8 chains × 320 draws × 500 units)."""
+    both far below the Monte-Carlo error (≈ 1–2 %). Means within 4 SE, variances within 5 SE of
+    the second-moment estimator (an estimated SE), the averaged K̂ within 1.5 % of the NNGP
+    kernel (its draws average over 8 chains × 320 draws × 500 units)."""
     rng = np.random.default_rng(3)
     arch = kren.Architecture("fc", input_shape=3)
     X, Xt = rng.normal(size=(6, 3)), rng.normal(size=(4, 3))
@@ -332,7 +332,7 @@ def test_large_width_is_gp_regression_with_the_nngp_kernel():
     mean, se = r.predictive_mean()
     assert np.all(np.abs(mean - gp_mean) < 4 * se), (mean, gp_mean, se)
     var, var_se = r.predictive_var(return_se=True)
-    assert np.all(np.abs(var - gp_var) < 4 * var_se), (var, gp_var, var_se)
+    assert np.all(np.abs(var - gp_var) < 5 * var_se), (var, gp_var, var_se)
     np.testing.assert_allclose(r.kernel, K, rtol=0, atol=0.015 * np.abs(K).max())
     d = r.diagnostics()
     assert d.rhat_max < 1.05 and d.ok
@@ -377,6 +377,17 @@ def test_sampler_is_reproducible_and_chains_are_independent():
     np.testing.assert_allclose(kept, a.loss_trace[:, 23::4], rtol=1e-12)
     te = a.error("train")
     assert te.total == pytest.approx(te.bias2 + te.variance, rel=1e-12)
+    # two runs of one sampler continue the same chains: 30 + 30 steps = 60 steps at once
+    for metropolis in (False, True):
+        one = LangevinSampler(arch, 4, 0.2, 0.01, chains=2, dtype=torch.float64, seed=3,
+                              metropolis=metropolis)
+        full = one.run(X, y, steps=60, burn_in=0, thin=1)
+        two = LangevinSampler(arch, 4, 0.2, 0.01, chains=2, dtype=torch.float64, seed=3,
+                              metropolis=metropolis)
+        first = two.run(X, y, steps=30, burn_in=0, thin=1)
+        second = two.run(X, y, steps=30, burn_in=0, thin=1)
+        np.testing.assert_allclose(np.concatenate([first.loss_trace, second.loss_trace], 1),
+                                   full.loss_trace, rtol=1e-12)
 
 
 # ---------------------------------------------------------------- diagnostics
@@ -404,7 +415,7 @@ def test_split_rhat_formula_by_hand():
     """Split-R̂ on a hand-sized example, against the BDA3 formula written out."""
     d = np.array([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 4.0, 2.0]])
     halves = np.array([[0, 1], [1, 1], [2, 3], [4, 2]], dtype=float)   # first halves, then second
-    m, s = 4, 2
+    s = 2                                                     # draws per half-chain
     means = halves.mean(axis=1)
     W = halves.var(axis=1, ddof=1).mean()
     B = s * means.var(ddof=1)

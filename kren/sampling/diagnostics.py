@@ -29,14 +29,17 @@ def _as_draws(draws, name="draws", min_draws=4) -> np.ndarray:
     if x.ndim < 2:
         raise ValueError(f"{name} must have shape (chains, draws, ...), got {x.shape}")
     if x.shape[1] < min_draws:
-        raise ValueError(f"{name} has {x.shape[1]} draws per chain; at least {min_draws} are needed")
+        raise ValueError(f"{name} has {x.shape[1]} draws per chain; "
+                         f"at least {min_draws} are needed")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf (a diverged chain?)")
     return x
 
 
 def split_chains(draws) -> np.ndarray:
-    """(C, S, ...) → (2C, ⌊S/2⌋, ...): first and second half of every chain (odd S drops the middle draw)."""
+    """(C, S, ...) → (2C, ⌊S/2⌋, ...): first and second half of every chain.
+
+    An odd S drops the middle draw."""
     x = _as_draws(draws)
     s = x.shape[1] // 2
     return np.concatenate([x[:, :s], x[:, x.shape[1] - s:]], axis=0)
@@ -65,7 +68,9 @@ def split_rhat(draws) -> np.ndarray:
 
 
 def autocovariance(x) -> np.ndarray:
-    """Biased autocovariance γ(t) = (1/S) Σ_s (x_s − x̄)(x_{s+t} − x̄) along axis 1 (FFT), t = 0..S−1."""
+    """Biased autocovariance γ(t) = (1/S) Σ_s (x_s − x̄)(x_{s+t} − x̄) along axis 1 (FFT).
+
+    Lags t = 0..S−1."""
     x = np.asarray(x, dtype=np.float64)
     S = x.shape[1]
     xc = x - x.mean(axis=1, keepdims=True)
@@ -76,7 +81,9 @@ def autocovariance(x) -> np.ndarray:
 
 
 def autocorrelation(draws, split: bool = True) -> np.ndarray:
-    """Multi-chain autocorrelation ρ_t = 1 − (W − mean_j γ_j(t))/var⁺, t = 0..s−1 (module docstring)."""
+    """Multi-chain autocorrelation ρ_t = 1 − (W − mean_j γ_j(t))/var⁺, t = 0..s−1.
+
+    See the module docstring; ``split=True`` uses the 2C half-chains."""
     x = split_chains(draws) if split else _as_draws(draws)
     W, _, var_plus = _w_b(x)
     acov = autocovariance(x).mean(axis=0)

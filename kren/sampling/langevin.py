@@ -207,9 +207,11 @@ class LangevinSampler:
     def _build(self):
         ss = np.random.SeedSequence(self.seed)
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
-        self._noise_seed = noise_seed
-        return build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
-                             seed=init_seed, chains=self.chains)
+        net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
+                            seed=init_seed, chains=self.chains)
+        self._gen = torch.Generator(device=net.device)
+        self._gen.manual_seed(noise_seed)
+        return net
 
     # ------------------------------------------------------------------ run
     def run(self, X=None, y=None, steps: int = 1000, burn_in: int | None = None, thin: int = 10,
@@ -221,6 +223,7 @@ class LangevinSampler:
         optional). ``X_kernel``: inputs of the averaged K̂ ("train" (default), None to skip, or
         an array). ``burn_in`` defaults to steps // 2. ``progress``: a callable(step, loss) called
         every ``max(1, steps // 20)`` steps (e.g. for printing), or None.
+        A second ``run`` continues every chain from its last state with fresh noise.
         """
         steps = _check_int(steps, "steps", 1)
         burn_in = steps // 2 if burn_in is None else _check_int(burn_in, "burn_in", 0)
@@ -260,6 +263,8 @@ class LangevinSampler:
             yt = torch.as_tensor(y_np, dtype=dt, device=dev)
         xt = None
         yt_np = None
+        if X_test is None and y_test is not None:
+            raise ValueError("y_test given without X_test")
         if X_test is not None:
             xt = net.prepare(X_test, "X_test")
             if y_test is not None:
@@ -275,68 +280,74 @@ class LangevinSampler:
         else:
             xk = net.prepare(X_kernel, "X_kernel")
 
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(self._noise_seed)
+        gen = self._gen
         lam_W, lam_v = net.lambda0, net.lambda1
         noise = math.sqrt(2.0 * eta * T)
 
         P = x.shape[1]
         loss_trace = torch.empty((steps, C), dtype=dt, device=dev)
         train_pred = torch.empty((S, C, P), dtype=dt, device=dev)
-        test_pred = torch.empty((S, C, xt.shape[1]), dtype=dt, device=dev) if xt is not None else None
+        test_pred = (torch.empty((S, C, xt.shape[1]), dtype=dt, device=dev)
+                     if xt is not None else None)
         ksum = (torch.zeros((C, xk.shape[1], xk.shape[1]), dtype=torch.float64, device=dev)
                 if xk is not None else None)
         accepted = torch.zeros(C, dtype=torch.float64, device=dev)
 
+        # All parameters of a chain live in one flat row θ = (W, v) of a (C, D) tensor; W and v
+        # become views of it, so each update below is one tensor operation.
+        DW = net.W[0].numel()
+        theta = torch.cat([net.W.detach().reshape(C, -1), net.v.detach().reshape(C, -1)], dim=1)
+        net.W.data = theta[:, :DW].view(net.W.shape)
+        net.v.data = theta[:, DW:].view(net.v.shape)
+        lam = torch.cat([torch.full((DW,), lam_W, dtype=dt, device=dev),
+                         torch.full((theta.shape[1] - DW,), lam_v, dtype=dt, device=dev)])
+        lamT = lam * T
+        frozen = not self.train_first_layer
+
         def evaluate():
+            """(L, f, ∇U) at the current θ, ∇U = ∇L + Tλθ (zero on a frozen first layer)."""
             L, f, gW, gv = net.loss_and_grad(x, yt)
-            gW.add_(net.W.data, alpha=T * lam_W)        # ∇U = ∇L + Tλθ
-            gv.add_(net.v.data, alpha=T * lam_v)
-            if not self.train_first_layer:
-                gW.zero_()
-            return L, f, gW, gv
+            g = torch.cat([gW.reshape(C, -1), gv.reshape(C, -1)], dim=1).addcmul_(theta, lamT)
+            if frozen:
+                g[:, :DW] = 0.0
+            return L, f, g
 
-        def energy(L, W, v):                            # U/T per chain
-            dW = tuple(range(1, W.ndim))
-            return L / T + 0.5 * lam_W * (W * W).sum(dim=dW) + 0.5 * lam_v * (v * v).sum(dim=(1, 2))
+        def energy(L):                                   # U/T = L/T + ½ Σ λ θ², per chain
+            return L / T + 0.5 * (theta * theta) @ lam
 
-        W, v = net.W.data, net.v.data
-        L, f, gW, gv = evaluate()
-        U = energy(L, W, v) if self.metropolis else None
+        L, f, g = evaluate()
+        U = energy(L) if self.metropolis else None
         every = max(1, steps // 20)
         t0 = time.perf_counter()
         k = 0
         with torch.no_grad():
             for t in range(steps):
-                W0, v0 = W.clone(), v.clone()
                 # Gaussian noise is drawn in float32 (several times faster than float64 on
                 # the CPU) and cast: its rounding (~1e-7 relative) is far below anything sampled.
-                xiW = torch.randn(W.shape, generator=gen, dtype=torch.float32, device=dev).to(dt)
-                xiv = torch.randn(v.shape, generator=gen, dtype=torch.float32, device=dev).to(dt)
-                if self.train_first_layer:
-                    W.add_(gW, alpha=-eta).add_(xiW, alpha=noise)
-                v.add_(gv, alpha=-eta).add_(xiv, alpha=noise)
-                L1, f1, gW1, gv1 = evaluate()
+                xi = torch.randn(theta.shape, generator=gen, dtype=torch.float32, device=dev)
+                if frozen:
+                    xi[:, :DW] = 0.0
                 if self.metropolis:
-                    U1 = energy(L1, W, v)
-                    dims_w = tuple(range(1, W.ndim))
-                    fwd = ((W - W0 + eta * gW) ** 2).sum(dim=dims_w) + ((v - v0 + eta * gv) ** 2).sum(dim=(1, 2))
-                    bwd = ((W0 - W + eta * gW1) ** 2).sum(dim=dims_w) + ((v0 - v + eta * gv1) ** 2).sum(dim=(1, 2))
-                    log_alpha = -(U1 - U) - (bwd - fwd) / (4.0 * eta * T)
-                    u = torch.rand(C, generator=gen, dtype=dt, device=dev)
-                    acc = torch.log(u) < log_alpha
-                    accepted += acc.to(torch.float64)
-                    aw = acc.view((C,) + (1,) * (W.ndim - 1))
-                    av = acc.view(C, 1, 1)
-                    W.copy_(torch.where(aw, W, W0))
-                    v.copy_(torch.where(av, v, v0))
+                    theta0 = theta.clone()
+                theta.add_(g, alpha=-eta).add_(xi.to(dt), alpha=noise)
+                L1, f1, g1 = evaluate()
+                if self.metropolis:
+                    U1 = energy(L1)
+                    d = theta - theta0
+                    fwd = (d + eta * g).square_().sum(dim=1)        # |θ' − θ + η∇U(θ)|²
+                    bwd = (eta * g1 - d).square_().sum(dim=1)       # |θ − θ' + η∇U(θ')|²
+                    log_alpha = (U - U1) - (bwd - fwd) / (4.0 * eta * T)
+                    u = torch.rand(C, generator=gen, dtype=torch.float64, device=dev)
+                    acc = torch.log(u) < log_alpha.to(torch.float64)
+                    accepted += acc
+                    a1 = acc[:, None]
+                    theta.copy_(torch.where(a1, theta, theta0))
                     L = torch.where(acc, L1, L)
-                    f = torch.where(acc[:, None], f1, f)
-                    gW = torch.where(aw, gW1, gW)
-                    gv = torch.where(av, gv1, gv)
+                    f = torch.where(a1, f1, f)
+                    g = torch.where(a1, g1, g)
                     U = torch.where(acc, U1, U)
                 else:
-                    L, f, gW, gv = L1, f1, gW1, gv1
+                    L, f, g = L1, f1, g1
                 loss_trace[t] = L
                 if t >= burn_in and (t - burn_in + 1) % thin == 0 and k < S:
                     train_pred[k] = f

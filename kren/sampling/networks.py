@@ -53,14 +53,16 @@ def resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'auto', got {device!r}") from None
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'auto', got {device!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} was asked for but CUDA is not available on this "
                                "machine (torch.cuda.is_available() is False); use device='cpu' "
                                "or 'auto'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise RuntimeError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type != "cpu":
         raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'auto', got {device!r}")
     return dev
@@ -118,7 +120,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
     ``forward(X)`` returns f(x) with shape (P,) for a single network (``chains=None``) or (C, P).
     """
 
-    def __init__(self, arch, N: int, dtype=torch.float64, device="cpu", seed=None, chains=None):
+    def __init__(self, arch, N: int, dtype=torch.float64, device="cpu", seed=0, chains=None):
         super().__init__()
         if arch.geometry is None:
             raise ValueError("the architecture has no input shape: pass input_shape to the "
@@ -205,7 +207,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         NumPy arrays are validated by ``arch.check_data`` ((P, N0) or (P, *input_shape), finite).
         """
         if torch.is_tensor(X):
-            if X.ndim == 1 + len(self.arch.input_shape) and tuple(X.shape[1:]) == self.arch.input_shape:
+            shape = self.arch.input_shape
+            if X.ndim == 1 + len(shape) and tuple(X.shape[1:]) == shape:
                 X = X.reshape(X.shape[0], -1)
             if X.ndim != 2 or X.shape[1] != self.N0 or X.shape[0] == 0:
                 raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (P, {self.N0}) "
@@ -299,7 +302,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         """L = ½ Σ_μ (f(x^μ) − y^μ)² per chain and its gradient, computed in closed form.
 
         ``xn``: patch-major inputs (n, P, M) from :meth:`prepare`; ``y``: (P,). With r = f − y,
-        c = (Nn)^{-1/2}: ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;  g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
+        c = (Nn)^{-1/2}: ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;
+        g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
         ∂L/∂w_a = Σ_{μ,i} g_{a,i}^μ x_i^μ/√M (CNN, FC);  ∂L/∂w_{a,i} = Σ_μ g_{a,i}^μ x_i^μ/√M (LCN).
         Returns (L (C,), f (C, P), ∂L/∂W, ∂L/∂v) with the shapes of W and v (no autograd graph).
         """
@@ -337,13 +341,14 @@ class OneHiddenLayerNetwork(torch.nn.Module):
                 f"chains={None if self._single else self.chains}")
 
 
-def build_network(arch, N: int, dtype=torch.float64, device="cpu", seed=None,
+def build_network(arch, N: int, dtype=torch.float64, device="cpu", seed=0,
                   chains=None) -> OneHiddenLayerNetwork:
     """The finite network of width N for ``arch`` (THEORY §1), weights drawn from the prior.
 
     ``dtype``: float32 or float64 (default float64); ``device``: "cpu" (default), "cuda" or
-    "auto"; ``seed``: seed of the prior draw (None: fresh entropy); ``chains``: None for one
-    network (outputs without a chain axis) or C independent copies batched along a leading axis.
+    "auto"; ``seed``: seed of the prior draw (default 0; None: fresh entropy); ``chains``: None
+    for one network (outputs without a chain axis) or C independent copies batched along a
+    leading axis.
     An FC architecture without input shape must be fixed first with ``arch.with_input(X)``.
     """
     from ..architecture import Architecture
