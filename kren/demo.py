@@ -18,7 +18,7 @@ import numpy as np
 from . import data as _data
 from .estimators import CNN, FC, LCN
 
-DEFAULT_NS = (float("inf"), 1000, 300, 100, 50, 25, 10, 5)
+DEFAULT_NS = (float("inf"), 1000, 100, 30, 10, 5)
 
 
 def run_demo(out="kren-output", P=500, n_test=500, Ns=DEFAULT_NS, T=0.1, lambda0=1.0,

@@ -57,8 +57,9 @@ _CACHE_SIZE = 2
 
 
 def clear_kernel_cache() -> None:
-    """Drop the cached train×train kernel tensors."""
+    """Drop the cached kernel tensors (train×train and test×train)."""
     _CACHE.clear()
+    _CROSS.clear()
 
 
 def fingerprint(*arrays) -> str:
@@ -87,6 +88,24 @@ def _train_kernels(arch, X, dtype, memory_budget):
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return kt
+
+
+_CROSS: OrderedDict = OrderedDict()
+
+
+def _cached_cross(arch, X1, X2, dtype, memory_budget, diagonal):
+    """Test×train kernel tensor, kept (one entry, at most 1/8 of the memory budget) so that a
+    sweep over N predicting on the same test set builds it once: it does not depend on N."""
+    key = (_arch_key(arch), dtype.str, diagonal, fingerprint(X1), fingerprint(X2))
+    if key in _CROSS:
+        return _CROSS[key]
+    Kx = _kernels.cross_kernels(arch, X1, X2, dtype=dtype, memory_budget=memory_budget,
+                                diagonal=diagonal)
+    budget = _kernels.get_memory_budget() if memory_budget is None else memory_budget
+    _CROSS.clear()
+    if Kx.nbytes <= budget // 8:
+        _CROSS[key] = Kx
+    return Kx
 
 
 # --------------------------------------------------------------------------- results
@@ -282,8 +301,8 @@ class _Estimator:
         return out
 
     def _cross_tensor(self, X1, X2):
-        return _kernels.cross_kernels(self.arch_, X1, X2, dtype=np.dtype(self.dtype),
-                                      memory_budget=self.memory_budget)
+        return _cached_cross(self.arch_, X1, X2, np.dtype(self.dtype), self.memory_budget,
+                             diagonal=False)
 
     def _diag_tensor(self, X):
         return _kernels.test_diagonal(self.arch_, X)
@@ -486,6 +505,8 @@ class _Local(_Estimator):
     #: Newton (exact Hessian) is used from the start when one Hessian costs at most this many
     #: flops; above it Anderson mixing runs first and Newton is the fallback.
     newton_flops = 2.5e10
+    #: Anderson iterations before switching to Newton (when Newton fits in memory).
+    anderson_max_iter = 30
 
     def _solve(self, Q0):
         gen = _generated(self._kind)
@@ -513,12 +534,14 @@ class _Local(_Estimator):
         if newton_first:
             x, ev, res = newton_solve(problem, x0, tol=float(self.tol), max_iter=int(self.max_iter))
         else:
-            x, ev, res = anderson_solve(problem, x0, tol=float(self.tol),
-                                        max_iter=int(self.max_iter))
+            # Anderson iterations are cheap (two passes, one Cholesky); when Newton is available
+            # as a fallback, stop mixing after a few dozen and let Newton finish.
+            cap = min(int(self.max_iter), self.anderson_max_iter) if newton_ok else int(self.max_iter)
+            x, ev, res = anderson_solve(problem, x0, tol=float(self.tol), max_iter=cap)
             if not res.converged and newton_ok:
                 first = res
                 x, ev, res = newton_solve(problem, x, tol=float(self.tol),
-                                          max_iter=int(self.max_iter))
+                                          max_iter=max(1, int(self.max_iter) - first.n_iter))
                 res.n_iter += first.n_iter
                 res.seconds += first.seconds
                 res.history = first.history + res.history
@@ -557,8 +580,8 @@ class LCN(_Local):
         return np.diag(Q).copy(), np.diag(Qbar).copy()
 
     def _cross_tensor(self, X1, X2):
-        return _kernels.cross_kernels(self.arch_, X1, X2, dtype=np.dtype(self.dtype),
-                                      memory_budget=self.memory_budget, diagonal=True)
+        return _cached_cross(self.arch_, X1, X2, np.dtype(self.dtype), self.memory_budget,
+                             diagonal=True)
 
     def _diag_tensor(self, X):
         return _kernels.test_diagonal(self.arch_, X, diagonal=True)
