@@ -896,14 +896,26 @@ def eliminate_Qbar(d: ExplicitData) -> Step:
     dz = ExplicitData(d.kind, n, d.P, True, d.K, sp.zeros(n, d.P), d.y, d.Q, d.Qbar)
     K_R = theory_K_R(dz)
     _require(not (K_R.free_symbols & d.Qbar.free_symbols), "K_R depends on Q̄ at μ = 0")
-    S0 = -(d.Q * d.Qbar).trace() + sp.log(_det(sp.eye(n) + d.Qbar))
+    In = sp.eye(n)
+    S0 = -(d.Q * d.Qbar).trace() + sp.log(_det(In + d.Qbar))
     unknowns = sorted(d.Qbar.free_symbols, key=str)
-    eqs = [sp.numer(sp.together(sp.diff(S0, u))) for u in unknowns]
-    sol = sp.solve(eqs, unknowns, dict=True)
-    sol = [s_ for s_ in sol if sp.simplify(_det(sp.eye(n) + d.Qbar.xreplace(s_))) != 0]
-    _require(len(sol) == 1, f"expected one solution of ∂S/∂Q̄ = 0, got {sol}")
+    # (i) SymPy's derivatives are the entries of the matrix condition E = −Q + (𝟙+Q̄)⁻¹
+    E = -d.Q + _inv(In + d.Qbar)
+    for i, j, sym, wgt in _independent(d, d.Qbar):
+        _require(sp.cancel(sp.together(sp.diff(S0, sym) - wgt * E[i, j])) == 0, "∂S0/∂Q̄")
+    # (ii) 𝟙+Q̄ invertible: E = 0 ⇔ E(𝟙+Q̄) = 𝟙 − Q(𝟙+Q̄) = 0, linear in Q̄; solved by SymPy
+    lin = (E * (In + d.Qbar)).applyfunc(lambda e: sp.cancel(sp.together(e)))
+    _require(lin == (In - d.Q * (In + d.Qbar)).applyfunc(sp.expand), "E(𝟙+Q̄)")
+    sol = sp.solve(list(lin), unknowns, dict=True)
+    if n <= 2:     # small enough to solve the rational equations themselves, too
+        direct = sp.solve([sp.numer(sp.together(sp.diff(S0, u))) for u in unknowns], unknowns,
+                          dict=True)
+        direct = [s_ for s_ in direct if sp.simplify(_det(In + d.Qbar.xreplace(s_))) != 0]
+        _require(len(direct) == 1 and all(sp.simplify(direct[0][u] - sol[0][u]) == 0
+                                          for u in unknowns), "direct solve")
     Qb_star = d.Qbar.xreplace(sol[0])
-    _require(sp.simplify(Qb_star - (_inv(d.Q) - sp.eye(n))) == sp.zeros(n, n), "Q̄* = Q⁻¹ − 𝟙")
+    _require((Qb_star - (_inv(d.Q) - In)).applyfunc(lambda e: sp.cancel(sp.together(e)))
+             == sp.zeros(n, n), "Q̄* = Q⁻¹ − 𝟙")
     S0_star = S0.xreplace(sol[0])
     _require(symbolic_equal(S0_star, d.Q.trace() - sp.log(_det(d.Q)) - n), "S0(Q, Q̄*)")
     S_Q = d.Q.trace() - sp.log(_det(d.Q)) + _data_term(dz, K_R) / N
@@ -936,6 +948,7 @@ def _independent(d: ExplicitData, M: sp.Matrix):
     return out
 
 
+@lru_cache(maxsize=None)
 def data_term_gradient(P: int = 2) -> Step:
     r"""F(A) = log det A + yᵀA⁻¹y:  ∂F/∂A_ab = (2 − δ_ab) B_ab,  B = A⁻¹ − zzᵀ,  z = A⁻¹y,
     by ``sympy.diff`` on a generic symmetric P×P matrix A (A_ab = A_ba one Symbol).

@@ -59,6 +59,9 @@ def plot_Q(Q, importance, path, title=""):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 4.0), constrained_layout=True)
     v = np.max(np.abs(Q - np.eye(Q.shape[0]))) or 1.0
     im = a1.imshow(Q - np.eye(Q.shape[0]), cmap="RdBu_r", vmin=-v, vmax=v)
+    step = max(1, Q.shape[0] // 8)
+    a1.set_xticks(range(0, Q.shape[0], step))
+    a1.set_yticks(range(0, Q.shape[0], step))
     a1.set_title("Q − 𝟙  (patch × patch)", fontsize=10)
     a1.set_xlabel("patch j")
     a1.set_ylabel("patch i")
