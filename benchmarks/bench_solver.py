@@ -44,7 +44,7 @@ def main(argv=None):
 
     med, ts, m = timed(fit, args.repeat)
     r = m.result_
-    print(f"[1] CNN fit, P = 1000, n = 16, erf, N = 50, T = 0.1 (kernels included)")
+    print("[1] CNN fit, P = 1000, n = 16, erf, N = 50, T = 0.1 (kernels included)")
     print(f"    median {med:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in ts)})  target < 5 s")
     print(f"    solver: {r.method}, {r.n_iter} iterations, {r.n_eval} evaluations, "
           f"rel. gradient {r.rel_grad_norm:.1e}, solve {r.seconds:.2f} s")

@@ -195,57 +195,23 @@ def render_function(fn: Fn) -> str:
 # Module contents
 # ----------------------------------------------------------------------------------------------
 
-CHECKS = '''
-
-def _as_float(x, name):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {x!r}") from None
+# Input checks (and the packed-sandwich kernel) live once in the hand-written kren.checks; each
+# generated module imports the ones its printed functions call.
+CHECK_NAMES = ("as_float", "square", "vector", "tensor", "means", "fc_kernel", "fc_means",
+               "packed_sandwich")
 
 
-def _square(Q, name):
-    Q = np.asarray(Q, dtype=float)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {Q.shape}")
-    return Q
-
-
-def _vector(q, name, n=None):
-    q = np.asarray(q, dtype=float)
-    if q.ndim != 1 or (n is not None and q.shape[0] != n):
-        want = "(n,)" if n is None else f"({n},)"
-        raise ValueError(f"{name} must be a vector of shape {want}, got shape {q.shape}")
-    return q
-
-
-def _tensor(blocks, pairs, n):
-    blocks = np.asarray(blocks)
-    pairs = np.asarray(pairs)
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
-        raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
-    if pairs.ndim != 2 or pairs.shape != (blocks.shape[0], 2):
-        raise ValueError(f"pairs must have shape ({blocks.shape[0]}, 2), got {pairs.shape}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
-        raise ValueError(f"pairs index patches outside 0..{n - 1}")
-    return blocks, pairs, blocks.shape[1]
-
-
-def _packed_sandwich(W, pairs):
-    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
-    """
-    i, j = pairs[:, 0], pairs[:, 1]
-    m = np.where(i == j, 1.0, 2.0)
-    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
-
-
-def _means(mu, n, P, name="mu"):
-    mu = np.asarray(mu, dtype=float)
-    if mu.shape != (n, P):
-        raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
-    return mu
-'''
+def _check_import(body: str) -> str:
+    """``from kren.checks import ...`` for the kren.checks names that ``body`` calls."""
+    used = [c for c in CHECK_NAMES if re.search(rf"(?<![\w.]){c}\(", body)]
+    if not used:
+        return ""
+    line = "from kren.checks import " + ", ".join(used)
+    if len(line) > 100:
+        wrapped = textwrap.wrap(", ".join(used), 100 - len("from kren.checks import ("))
+        line = ("from kren.checks import (" +
+                ("\n" + " " * len("from kren.checks import (")).join(wrapped) + ")")
+    return line + "\n"
 
 
 def _ind(text):
@@ -286,8 +252,8 @@ def _cnn_like(kind: str):
         Qfirst, Rfirst = Qd, Identity(n) + Qbd
         varnames = {"Q = diag(q)": "cho_Q", "1 + Qbar = 1 + diag(qbar)": "cho_R"}
         Qn, Qbn, gQ, gQb = "q", "qbar", "dS_dq", "dS_dqbar"
-        pre_Q = ["q = _vector(q, 'q')", "n = q.shape[0]"]
-        pre_Qb = ["qbar = _vector(qbar, 'qbar', n)"]
+        pre_Q = ["q = vector(q, 'q')", "n = q.shape[0]"]
+        pre_Qb = ["qbar = vector(qbar, 'qbar', n)"]
         shape_Q = "(n,) vector q (Q = diag(q))"
     else:
         Q, Qb = MatrixSymbol("Q", n, n), MatrixSymbol("Qbar", n, n)
@@ -295,16 +261,16 @@ def _cnn_like(kind: str):
         Qfirst, Rfirst = Q, Identity(n) + Qb
         varnames = {"Q": "cho_Q", "1 + Qbar": "cho_R"}
         Qn, Qbn, gQ, gQb = "Q", "Qbar", "dS_dQ", "dS_dQbar"
-        pre_Q = ["Q = _square(Q, 'Q')", "n = Q.shape[0]"]
-        pre_Qb = ["Qbar = _square(Qbar, 'Qbar')",
+        pre_Q = ["Q = square(Q, 'Q')", "n = Q.shape[0]"]
+        pre_Qb = ["Qbar = square(Qbar, 'Qbar')",
                   "if Qbar.shape != Q.shape:",
                   "    raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')"]
         shape_Q = "symmetric (n, n) matrix Q"
-    pre_t = ["blocks, pairs, P = _tensor(blocks, pairs, n)"]
-    pre_mu = ["mu = _means(mu, n, P)"]
-    pre_y = ["y = _vector(y, 'y', P)", "T = _as_float(T, 'T')", "N = _as_float(N, 'N')",
-             "lambda1 = _as_float(lambda1, 'lambda1')"]
-    pre_l = ["lambda1 = _as_float(lambda1, 'lambda1')"]
+    pre_t = ["blocks, pairs, P = tensor(blocks, pairs, n)"]
+    pre_mu = ["mu = means(mu, n, P)"]
+    pre_y = ["y = vector(y, 'y', P)", "T = as_float(T, 'T')", "N = as_float(N, 'N')",
+             "lambda1 = as_float(lambda1, 'lambda1')"]
+    pre_l = ["lambda1 = as_float(lambda1, 'lambda1')"]
     common = dict(labels=labels, varnames=varnames)
     Kdoc = ("K_R = (1/(λ1 n)) [Σ_i q_i (K_ii − μ_i μ_iᵀ) + Σ_i μ_i μ_iᵀ/(1 + q̄_i)]" if diag else
             "K_R = (1/(λ1 n)) [Σ_ij Q_ij (K_ij − μ_i μ_jᵀ) + ((𝟙 + Q̄)⁻¹)_ij μ_i μ_jᵀ]")
@@ -410,7 +376,7 @@ def _cnn_like(kind: str):
         pre_Q + pre_t + pre_y + ["if not cho[1]:",
                                  "    raise ValueError('cho must be the lower Cholesky factor "
                                  "from kren.linalg.cho_factor')",
-                                 "z = _vector(z, 'z', P)"],
+                                 "z = vector(z, 'z', P)"],
         hdefs, ["hessian"], labels=labels, varnames=varnames,
         known={ChoFactor(A, a_label): cho}))
     fns += _cross_fns(kind)
@@ -429,19 +395,19 @@ def _cross_fns(kind):
         labels = {Identity(n) + Qbd: "1 + Qbar = 1 + diag(qbar)"}
         varnames = {"1 + Qbar = 1 + diag(qbar)": "cho_R"}
         Qn, Qbn = "q", "qbar"
-        preQ = ["q = _vector(q, 'q')", "n = q.shape[0]"]
-        preQb = ["qbar = _vector(qbar, 'qbar', n)"]
+        preQ = ["q = vector(q, 'q')", "n = q.shape[0]"]
+        preQb = ["qbar = vector(qbar, 'qbar', n)"]
     elif scalar:
         labels, varnames = {}, {}
         Qn, Qbn = "Q", "Qbar"
-        preQ = ["Q = _as_float(Q, 'Q')", "n = 1"]
-        preQb = ["Qbar = _as_float(Qbar, 'Qbar')"]
+        preQ = ["Q = as_float(Q, 'Q')", "n = 1"]
+        preQb = ["Qbar = as_float(Qbar, 'Qbar')"]
     else:
         labels = {Identity(n) + Qb: "1 + Qbar"}
         varnames = {"1 + Qbar": "cho_R"}
         Qn, Qbn = "Q", "Qbar"
-        preQ = ["Q = _square(Q, 'Q')", "n = Q.shape[0]"]
-        preQb = ["Qbar = _square(Qbar, 'Qbar')"]
+        preQ = ["Q = square(Q, 'Q')", "n = Q.shape[0]"]
+        preQb = ["Qbar = square(Qbar, 'Qbar')"]
     if scalar:
         tens_x = {"Kx": ("matrix", "Kx"), "Kd": ("matrix", "Kd")}
         pre_x = ["Kx = np.asarray(Kx, dtype=float)",
@@ -468,26 +434,26 @@ def _cross_fns(kind):
                  "    raise ValueError(f'Kx must hold the diagonal blocks K_ii(x1, x2) with shape "
                  "({n}, P1, P2) (kren.kernels.cross_kernels(..., diagonal=True)), got {Kx.shape}')",
                  "P1, P2 = Kx.shape[1:]"]
-        pre_mx = ["mu1 = _means(mu1, n, P1, 'mu1')", "mu2 = _means(mu2, n, P2, 'mu2')"]
+        pre_mx = ["mu1 = means(mu1, n, P1, 'mu1')", "mu2 = means(mu2, n, P2, 'mu2')"]
         pre_d = ["Kd = np.asarray(Kd)",
                  "if Kd.ndim != 2 or Kd.shape[0] != n:",
                  "    raise ValueError(f'Kd must hold K_ii(x0, x0) with shape ({n}, P0) "
                  "(kren.kernels.test_diagonal(..., diagonal=True)), got {Kd.shape}')",
                  "P0 = Kd.shape[1]"]
-        pre_md = ["mu0 = _means(mu0, n, P0, 'mu0')"]
+        pre_md = ["mu0 = means(mu0, n, P0, 'mu0')"]
     else:
         tens_x = {"Kx": ("full", "Kx"), "Kd": ("full", "Kd")}
         pre_x = ["Kx = np.asarray(Kx)",
                  "if Kx.ndim != 4 or Kx.shape[:2] != (n, n):",
                  "    raise ValueError(f'Kx must have shape ({n}, {n}, P1, P2), got {Kx.shape}')",
                  "P1, P2 = Kx.shape[2:]"]
-        pre_mx = ["mu1 = _means(mu1, n, P1, 'mu1')", "mu2 = _means(mu2, n, P2, 'mu2')"]
+        pre_mx = ["mu1 = means(mu1, n, P1, 'mu1')", "mu2 = means(mu2, n, P2, 'mu2')"]
         pre_d = ["Kd = np.asarray(Kd)",
                  "if Kd.ndim != 3 or Kd.shape[:2] != (n, n):",
                  "    raise ValueError(f'Kd must have shape ({n}, {n}, P0), got {Kd.shape}')",
                  "P0 = Kd.shape[2]"]
-        pre_md = ["mu0 = _means(mu0, n, P0, 'mu0')"]
-    pre_l = ["lambda1 = _as_float(lambda1, 'lambda1')"]
+        pre_md = ["mu0 = means(mu0, n, P0, 'mu0')"]
+    pre_l = ["lambda1 = as_float(lambda1, 'lambda1')"]
     what = {"cnn": "Σ_ij Q_ij", "lcn": "Σ_i q_i", "fc": "Q"}[kind]
     zero = lambda var, mus: [  # noqa: E731
         f"if {Qbn} is None:",
@@ -562,14 +528,14 @@ def _fc_fns():
 
     tens = {"K": ("matrix", "K")}
     common = dict(tensors=tens, labels={A: a_label})
-    preQ = ["Q = _as_float(Q, 'Q')"]
-    preQb = ["Qbar = _as_float(Qbar, 'Qbar')",
+    preQ = ["Q = as_float(Q, 'Q')"]
+    preQb = ["Qbar = as_float(Qbar, 'Qbar')",
              "if not Qbar > -1:",
              "    raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')"]
-    pre_t = ["K, P = _fc_kernel(blocks)"]
-    pre_mu = ["m0 = _fc_means(mu, P)"]
-    pre_y = ["y = _vector(y, 'y', P)", "T = _as_float(T, 'T')", "N = _as_float(N, 'N')",
-             "lambda1 = _as_float(lambda1, 'lambda1')"]
+    pre_t = ["K, P = fc_kernel(blocks)"]
+    pre_mu = ["m0 = fc_means(mu, P)"]
+    pre_y = ["y = vector(y, 'y', P)", "T = as_float(T, 'T')", "N = as_float(N, 'N')",
+             "lambda1 = as_float(lambda1, 'lambda1')"]
     pre_pos = ["if not Q > 0:", "    raise ValueError(f'Q must be positive, got {Q}')"]
     Kdoc = "K_R = (Q (K − μμᵀ) + μμᵀ/(1 + Q̄))/λ1"
     Sdoc = "S = −Q Q̄ + log(1 + Q̄) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R"
@@ -583,7 +549,7 @@ def _fc_fns():
            blocks (1, P, P) (or (P, P)), mu (1, P) (or (P,)); pairs is accepted for a uniform
            signature and ignored. Qbar=None means zero-mean units: K_R = Q K/λ1.
            """,
-           preQ + pre_t + ["lambda1 = _as_float(lambda1, 'lambda1')",
+           preQ + pre_t + ["lambda1 = as_float(lambda1, 'lambda1')",
                            "if Qbar is None:",
                            "    if mu is not None and np.any(np.asarray(mu) != 0):",
                            "        raise ValueError('Qbar is required when the unit means mu "
@@ -628,11 +594,11 @@ def _fc_fns():
 def _eig_fns():
     S, d1, d2, _ = ac.fc_eigen_zero_mean()
     Sd, dQ, d2Q = sp.Symbol("S"), sp.Symbol("dS"), sp.Symbol("d2S")
-    pre = ["Q = _as_float(Q, 'Q')",
+    pre = ["Q = as_float(Q, 'Q')",
            "if not Q > 0:", "    raise ValueError(f'Q must be positive, got {Q}')",
-           "k = _vector(k, 'k')", "yt = _vector(yt, 'yt', k.shape[0])",
-           "T = _as_float(T, 'T')", "N = _as_float(N, 'N')",
-           "lambda1 = _as_float(lambda1, 'lambda1')"]
+           "k = vector(k, 'k')", "yt = vector(yt, 'yt', k.shape[0])",
+           "T = as_float(T, 'T')", "N = as_float(N, 'N')",
+           "lambda1 = as_float(lambda1, 'lambda1')"]
     f1 = Fn("action_eig_zero_mean", ["Q", "k", "yt", "T", "N", "lambda1"],
             """FC zero-mean action in the kernel eigenbasis (THEORY §3), O(P) per call.
 
@@ -641,13 +607,13 @@ def _eig_fns():
             Returns (S, dS/dQ, d²S/dQ²), the derivatives by SymPy's diff.
             """, pre, [(Sd, S), (dQ, d1), (d2Q, d2)], ["S", "dS", "d2S"], tensors={})
     S, g, h, sy = ac.fc_eigen_relu()
-    pre2 = ["Q = _as_float(Q, 'Q')", "Qbar = _as_float(Qbar, 'Qbar')",
+    pre2 = ["Q = as_float(Q, 'Q')", "Qbar = as_float(Qbar, 'Qbar')",
             "if not Qbar > -1:",
             "    raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')",
-            "k = _vector(k, 'k')", "yt = _vector(yt, 'yt', k.shape[0])",
-            "m = _vector(m, 'm', k.shape[0])",
-            "T = _as_float(T, 'T')", "N = _as_float(N, 'N')",
-            "lambda1 = _as_float(lambda1, 'lambda1')"]
+            "k = vector(k, 'k')", "yt = vector(yt, 'yt', k.shape[0])",
+            "m = vector(m, 'm', k.shape[0])",
+            "T = as_float(T, 'T')", "N = as_float(N, 'N')",
+            "lambda1 = as_float(lambda1, 'lambda1')"]
     gs = [sp.Symbol("dS_dQ"), sp.Symbol("dS_dQbar")]
     hs = [sp.Symbol("d2S_dQ2"), sp.Symbol("d2S_dQdQbar"), sp.Symbol("d2S_dQbar2")]
     defs = [(Sd, S), (gs[0], g[0]), (gs[1], g[1]), (hs[0], h[0][0]), (hs[1], h[0][1]),
@@ -673,16 +639,16 @@ def _predictor_fns():
     y = MatrixSymbol("y", P, 1)
     cho = sp.Symbol("cho")
     known = {ChoFactor(A, "A"): cho, ChoSolve(cho, y): MatrixSymbol("z", P, 1)}
-    pre_m = ["kR = np.asarray(kR, dtype=float)", "kR00 = _vector(kR00, 'kR00')",
-             "z = _vector(z, 'z')",
+    pre_m = ["kR = np.asarray(kR, dtype=float)", "kR00 = vector(kR00, 'kR00')",
+             "z = vector(z, 'z')",
              "if kR.ndim != 2 or kR.shape != (kR00.shape[0], z.shape[0]):",
              "    raise ValueError(f'kR must have shape ({kR00.shape[0]}, {z.shape[0]}), "
              "got {kR.shape}')",
              "if not cho[1]:",
              "    raise ValueError('cho must be the lower Cholesky factor from "
              "kren.linalg.cho_factor')"]
-    pre_t = ["K_R = _square(K_R, 'K_R')", "y = _vector(y, 'y', K_R.shape[0])",
-             "T = _as_float(T, 'T')", "P = y.shape[0]"]
+    pre_t = ["K_R = square(K_R, 'K_R')", "y = vector(y, 'y', K_R.shape[0])",
+             "T = as_float(T, 'T')", "P = y.shape[0]"]
     defs = prog.defs
     return [
         Fn("predictor_moments", ["kR", "kR00", "cho", "z"],
@@ -729,25 +695,6 @@ IMPORTS = {
                   "from kren.linalg import cho_solve"],
 }
 
-FC_HELPERS = '''
-
-def _fc_kernel(blocks):
-    K = np.asarray(blocks, dtype=float)
-    if K.ndim == 3 and K.shape[0] == 1:
-        K = K[0]
-    if K.ndim != 2 or K.shape[0] != K.shape[1]:
-        raise ValueError(f"blocks must have shape (1, P, P) or (P, P), got {np.shape(blocks)}")
-    return K, K.shape[0]
-
-
-def _fc_means(mu, P):
-    m0 = np.asarray(mu, dtype=float).reshape(-1)
-    if m0.shape != (P,):
-        raise ValueError(f"mu must hold {P} unit means (shape (1, P)), got {np.shape(mu)}")
-    return m0
-'''
-
-
 def generate() -> dict:
     """{file name: source text} for every generated module (computed once per process)."""
     return dict(_generate())
@@ -758,17 +705,15 @@ def _generate() -> tuple:
     out = {}
     for mod, (doc, build) in MODULES.items():
         fns = build()
+        bodies = ["\n" + render_function(f) for f in fns]
         parts = [HEADER + f'"""{doc}\n\nEvery function is printed from the SymPy expressions of '
                  f'derivations.action by\n`{COMMAND}`; inverses only through Cholesky factors '
-                 f'(kren.linalg).\n"""\n',
-                 "\n".join(IMPORTS[mod]) + "\n"]
+                 f'(kren.linalg);\nargument checks from kren.checks.\n"""\n',
+                 "\n".join(IMPORTS[mod][:-1]) + "\n" + _check_import("".join(bodies))
+                 + IMPORTS[mod][-1] + "\n"]
         names = [f.name for f in fns if not f.name.startswith("_")]
         parts.append("__all__ = [" + ", ".join(repr(s) for s in names) + "]\n")
-        for f in fns:
-            parts.append("\n" + render_function(f))
-        parts.append(CHECKS)
-        if mod == "fc":
-            parts.append(FC_HELPERS)
+        parts += bodies
         src = "\n".join(parts)
         src = src.replace("\n\n\n\n", "\n\n\n")
         out[f"{mod}.py"] = src.rstrip("\n") + "\n"

@@ -466,7 +466,7 @@ class KrenPrinter(NumPyPrinter):
 
     def _print_PackedSandwich(self, expr):
         spec = self._tensor(sp.Symbol("K"))
-        return f"_packed_sandwich({self._print(expr.args[0])}, {spec[2]})"
+        return f"packed_sandwich({self._print(expr.args[0])}, {spec[2]})"
 
     def _print_Inner(self, expr):
         return f"np.vdot({self._print(expr.args[0])}, {self._print(expr.args[1])})"

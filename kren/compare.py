@@ -391,19 +391,9 @@ def plot_similarity(kernels, y, path):
             ax.set_yticks([])
         fig.colorbar(im, ax=row, shrink=0.8)
     fig.suptitle("similarity over the training set (sorted by label)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)          # ≥ 1 screen pixel per matrix entry at P = 200
     plt.close(fig)
-    _palette_png(path)
     return path
-
-
-def _palette_png(path):
-    """Re-save a PNG with an adaptive 256-colour palette (colour-mapped matrices need no more;
-    the file shrinks several-fold). Pillow comes with matplotlib."""
-    from PIL import Image
-    with Image.open(path) as im:
-        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    q.save(path, optimize=True)
 
 
 # ----------------------------------------------------------------------------- CLI

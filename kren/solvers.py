@@ -50,6 +50,20 @@ class SolverResult:
         return asdict(self)
 
 
+def _finish(rel, gnorm, S, n_iter, tol, max_iter, message, n_eval, t0, method, history,
+            steps="iterations") -> SolverResult:
+    """The result of a solve: converged iff the relative gradient norm reached ``tol``."""
+    converged = bool(rel <= tol)
+    if not message:
+        message = (f"converged: relative gradient norm {rel:.2e} <= {tol:.0e}" if converged
+                   else f"not converged after {max_iter} {steps}: relative gradient norm "
+                        f"{rel:.2e} > {tol:.0e}")
+    return SolverResult(converged=converged, n_iter=n_iter, grad_norm=float(gnorm),
+                        rel_grad_norm=float(rel), action=float(S), message=message,
+                        n_eval=n_eval, seconds=time.perf_counter() - t0, method=method,
+                        history=history)
+
+
 def _is_pd(M: np.ndarray) -> bool:
     try:
         np.linalg.cholesky(M)
@@ -214,15 +228,8 @@ def anderson_solve(problem: MatrixSaddle, x0, tol=1e-9, max_iter=500, memory=8,
         history.append(ev["rel"])
         if callback is not None:
             callback(it, ev)
-    converged = bool(ev["rel"] <= tol)
-    if not message:
-        message = (f"converged: relative gradient norm {ev['rel']:.2e} <= {tol:.0e}" if converged
-                   else f"not converged after {max_iter} iterations: relative gradient norm "
-                        f"{ev['rel']:.2e} > {tol:.0e}")
-    res = SolverResult(converged=converged, n_iter=it, grad_norm=ev["gnorm"],
-                       rel_grad_norm=float(ev["rel"]), action=ev["S"], message=message,
-                       n_eval=problem.n_eval, seconds=time.perf_counter() - t0,
-                       method="anderson fixed point", history=history)
+    res = _finish(ev["rel"], ev["gnorm"], ev["S"], it, tol, max_iter, message, problem.n_eval,
+                  t0, "anderson fixed point", history)
     return x, ev, res
 
 
@@ -265,12 +272,8 @@ def newton_fc(gen, k, yt, m, T, N, lambda1, zero_mean: bool, Q0=1.0, Qbar0=0.0,
                 step *= 0.5
             Q, S, d1, d2 = Qn, Sn, d1n, d2n
         rel = abs(d1) / (1.0 + 1.0 / Q)
-        converged = bool(rel <= tol)
-        res = SolverResult(converged, it, abs(float(d1)), float(rel), float(S),
-                           (f"converged: relative gradient norm {rel:.2e} <= {tol:.0e}" if converged
-                            else f"not converged after {max_iter} Newton steps: relative "
-                                 f"gradient norm {rel:.2e}"),
-                           n_eval, time.perf_counter() - t0, "newton (eigenbasis)", history)
+        res = _finish(rel, abs(d1), S, it, tol, max_iter, "", n_eval, t0, "newton (eigenbasis)",
+                      history, "Newton steps")
         return Q, 0.0, res
 
     x = np.array([float(Q0), float(Qbar0)])
@@ -309,13 +312,8 @@ def newton_fc(gen, k, yt, m, T, N, lambda1, zero_mean: bool, Q0=1.0, Qbar0=0.0,
             message = "line search failed to keep Q > 0 and 1 + Qbar > 0"
             break
         x, S, g, H = xn, Sn, gn, Hn
-    rel = rel_of(x, g)
-    converged = bool(rel <= tol)
-    if not message:
-        message = (f"converged: relative gradient norm {rel:.2e} <= {tol:.0e}" if converged
-                   else f"not converged after {max_iter} Newton steps: relative gradient norm {rel:.2e}")
-    res = SolverResult(converged, it, float(np.linalg.norm(g)), rel, float(S), message, n_eval,
-                       time.perf_counter() - t0, "newton (eigenbasis)", history)
+    res = _finish(rel_of(x, g), np.linalg.norm(g), S, it, tol, max_iter, message, n_eval, t0,
+                  "newton (eigenbasis)", history, "Newton steps")
     return float(x[0]), float(x[1]), res
 
 
@@ -360,13 +358,6 @@ def newton_solve(problem: MatrixSaddle, x0, tol=1e-9, max_iter=100, callback=Non
         history.append(ev["rel"])
         if callback is not None:
             callback(it, ev)
-    converged = bool(ev["rel"] <= tol)
-    if not message:
-        message = (f"converged: relative gradient norm {ev['rel']:.2e} <= {tol:.0e}" if converged
-                   else f"not converged after {max_iter} Newton steps: relative gradient norm "
-                        f"{ev['rel']:.2e} > {tol:.0e}")
-    res = SolverResult(converged=converged, n_iter=it, grad_norm=ev["gnorm"],
-                       rel_grad_norm=float(ev["rel"]), action=ev["S"], message=message,
-                       n_eval=problem.n_eval, seconds=time.perf_counter() - t0,
-                       method="newton (exact Hessian)", history=history)
+    res = _finish(ev["rel"], ev["gnorm"], ev["S"], it, tol, max_iter, message, problem.n_eval,
+                  t0, "newton (exact Hessian)", history, "Newton steps")
     return x, ev, res

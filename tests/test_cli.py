@@ -8,7 +8,7 @@ import pytest
 import kren
 from kren.cli import main
 from kren.data import load_digits
-from kren.demo import format_table, run_demo
+from kren.demo import format_table
 
 
 def test_demo_small(tmp_path, capsys):

@@ -120,6 +120,30 @@ def test_generated_docstrings_are_cleanly_indented(generated):
         assert n_doc > 0 or name == "__init__.py", name
 
 
+def test_generated_modules_import_checks_instead_of_copying_them(generated):
+    """The input checks live once, in kren.checks: no generated module defines a helper without
+    a docstring or redefines a kren.checks name, and each imports exactly the kren.checks names
+    it calls (an unused or missing import fails)."""
+    import ast
+
+    import kren.checks as checks
+    for name, src in generated.items():
+        tree = ast.parse(src)
+        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert all(ast.get_docstring(d) for d in defs), name
+        assert not {d.name.lstrip("_") for d in defs} & set(checks.__all__), name
+        imported = [a.name for n in tree.body if isinstance(n, ast.ImportFrom)
+                    and n.module == "kren.checks" for a in n.names]
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name) and n.func.id in checks.__all__}
+        assert set(imported) == called and len(imported) == len(called), name
+        assert all(callable(getattr(checks, c)) for c in imported), name
+        if name in ("cnn.py", "lcn.py"):
+            assert {"tensor", "means", "packed_sandwich"} <= called, name
+        if name == "fc.py":
+            assert {"fc_kernel", "fc_means"} <= called
+
+
 def test_render_docstring_normalizes_indentation():
     """The common indentation (4, of "shallow") is replaced by exactly 4 spaces; relative
     indentation is kept; trailing whitespace and blank trailing lines are dropped."""

@@ -2,11 +2,13 @@
 """CNN effective action (THEORY §3): symmetric n×n order parameters Q, Q̄.
 
 Every function is printed from the SymPy expressions of derivations.action by
-`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg).
+`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg);
+argument checks from kren.checks.
 """
 
 import numpy as np
 
+from kren.checks import as_float, square, vector, tensor, means, packed_sandwich
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
                          pair_combine, pair_contract, pair_hessian_terms)
 
@@ -22,18 +24,18 @@ def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
     KernelTensor; mu (n, P) unit means; lambda1 the readout prior.
     Qbar=None means zero-mean units (requires mu = 0): K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij.
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if mu is not None and np.any(np.asarray(mu) != 0):
             raise ValueError('Qbar is required when the unit means mu are non-zero')
         return _renormalized_kernel_zero_mean(Q, blocks, pairs, lambda1)
-    Qbar = _square(Qbar, 'Qbar')
+    Qbar = square(Qbar, 'Qbar')
     if Qbar.shape != Q.shape:
         raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')
-    mu = _means(mu, n, P)
+    mu = means(mu, n, P)
     R = cho_inverse(cho_factor(np.eye(n) + Qbar, '1 + Qbar'))
     K_R = (1/(lambda1*n))*(mu.T @ R @ mu - mu.T @ Q @ mu + pair_combine(Q, blocks, pairs))
     return K_R
@@ -52,17 +54,17 @@ def action(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     S = −Tr(Q Q̄) + log det(𝟙 + Q̄) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R
     K_R = (1/(λ1 n)) [Σ_ij Q_ij (K_ij − μ_i μ_jᵀ) + ((𝟙 + Q̄)⁻¹)_ij μ_i μ_jᵀ]
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    Qbar = _square(Qbar, 'Qbar')
+    Qbar = square(Qbar, 'Qbar')
     if Qbar.shape != Q.shape:
         raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    mu = _means(mu, n, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     cho_R = cho_factor(np.eye(n) + Qbar, '1 + Qbar')
     R = cho_inverse(cho_R)
     K_R = (1/(lambda1*n))*(mu.T @ R @ mu - mu.T @ Q @ mu + pair_combine(Q, blocks, pairs))
@@ -78,13 +80,13 @@ def action_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
 
     S = Tr Q − log det Q + (1/N)[log det A + yᵀA⁻¹y],  K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
     K_R = (1/(lambda1*n))*pair_combine(Q, blocks, pairs)
     A = T*np.eye(P) + K_R
@@ -107,17 +109,17 @@ def action_gradient(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     Two passes over the kernel tensor (pair_combine, pair_contract), one Cholesky of A.
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    Qbar = _square(Qbar, 'Qbar')
+    Qbar = square(Qbar, 'Qbar')
     if Qbar.shape != Q.shape:
         raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    mu = _means(mu, n, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     cho_R = cho_factor(np.eye(n) + Qbar, '1 + Qbar')
     R = cho_inverse(cho_R)
     t0 = 1/(lambda1*n)
@@ -144,13 +146,13 @@ def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     ∂S/∂Q_ii = ∇_ii and ∂S/∂Q_ij = 2 ∇_ij (i ≠ j) for the single variable Q_ij = Q_ji.
     cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
     t0 = 1/(lambda1*n)
     K_R = t0*pair_combine(Q, blocks, pairs)
@@ -175,17 +177,17 @@ def hessian_zero_mean(Q, blocks, pairs, y, T, N, lambda1, cho, z):
     action_gradient_zero_mean at the same point (A is not refactorized).
     Returns an (n_pairs, n_pairs) array.
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     if not cho[1]:
         raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
-    z = _vector(z, 'z', P)
+    z = vector(z, 'z', P)
     hess_terms = pair_hessian_terms(blocks, pairs, cho, z)
     t0 = 1/(N*(lambda1**2)*(n**2))
-    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + _packed_sandwich(cho_inverse(cho_factor(Q, 'Q')), pairs)
+    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + packed_sandwich(cho_inverse(cho_factor(Q, 'Q')), pairs)
     return hessian
 
 
@@ -197,20 +199,20 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     Kx: full tensor K_ij(x1^a, x2^b) of shape (n, n, P1, P2); mu1 (n, P1), mu2 (n, P2).
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
     Kx = np.asarray(Kx)
     if Kx.ndim != 4 or Kx.shape[:2] != (n, n):
         raise ValueError(f'Kx must have shape ({n}, {n}, P1, P2), got {Kx.shape}')
     P1, P2 = Kx.shape[2:]
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu1, mu2)):
             raise ValueError('Qbar is required when the unit means are non-zero')
         return _cross_zero_mean(Q, Kx, lambda1)
-    Qbar = _square(Qbar, 'Qbar')
-    mu1 = _means(mu1, n, P1, 'mu1')
-    mu2 = _means(mu2, n, P2, 'mu2')
+    Qbar = square(Qbar, 'Qbar')
+    mu1 = means(mu1, n, P1, 'mu1')
+    mu2 = means(mu2, n, P2, 'mu2')
     R = cho_inverse(cho_factor(np.eye(n) + Qbar, '1 + Qbar'))
     kR = (1/(lambda1*n))*(mu1.T @ (-Q + R) @ mu2 + full_combine(Q, Kx))
     return kR
@@ -232,19 +234,19 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     i ≠ j that Q switches on.
     Qbar=None means zero-mean units.
     """
-    Q = _square(Q, 'Q')
+    Q = square(Q, 'Q')
     n = Q.shape[0]
     Kd = np.asarray(Kd)
     if Kd.ndim != 3 or Kd.shape[:2] != (n, n):
         raise ValueError(f'Kd must have shape ({n}, {n}, P0), got {Kd.shape}')
     P0 = Kd.shape[2]
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu0,)):
             raise ValueError('Qbar is required when the unit means are non-zero')
         return _diag_zero_mean(Q, Kd, lambda1)
-    Qbar = _square(Qbar, 'Qbar')
-    mu0 = _means(mu0, n, P0, 'mu0')
+    Qbar = square(Qbar, 'Qbar')
+    mu0 = means(mu0, n, P0, 'mu0')
     R = cho_inverse(cho_factor(np.eye(n) + Qbar, '1 + Qbar'))
     kR00 = (1/(lambda1*n))*(np.sum(mu0*((-Q + R) @ mu0), axis=0) + full_combine(Q, Kd))
     return kR00
@@ -255,53 +257,3 @@ def _diag_zero_mean(Q, Kd, lambda1):
     n = Q.shape[0]
     kR00 = (1/(lambda1*n))*full_combine(Q, Kd)
     return kR00
-
-
-def _as_float(x, name):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {x!r}") from None
-
-
-def _square(Q, name):
-    Q = np.asarray(Q, dtype=float)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {Q.shape}")
-    return Q
-
-
-def _vector(q, name, n=None):
-    q = np.asarray(q, dtype=float)
-    if q.ndim != 1 or (n is not None and q.shape[0] != n):
-        want = "(n,)" if n is None else f"({n},)"
-        raise ValueError(f"{name} must be a vector of shape {want}, got shape {q.shape}")
-    return q
-
-
-def _tensor(blocks, pairs, n):
-    blocks = np.asarray(blocks)
-    pairs = np.asarray(pairs)
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
-        raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
-    if pairs.ndim != 2 or pairs.shape != (blocks.shape[0], 2):
-        raise ValueError(f"pairs must have shape ({blocks.shape[0]}, 2), got {pairs.shape}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
-        raise ValueError(f"pairs index patches outside 0..{n - 1}")
-    return blocks, pairs, blocks.shape[1]
-
-
-def _packed_sandwich(W, pairs):
-    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
-    """
-    i, j = pairs[:, 0], pairs[:, 1]
-    m = np.where(i == j, 1.0, 2.0)
-    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
-
-
-def _means(mu, n, P, name="mu"):
-    mu = np.asarray(mu, dtype=float)
-    if mu.shape != (n, P):
-        raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
-    return mu

@@ -2,11 +2,13 @@
 """FC effective action (THEORY §3, n = 1): scalar Q, Q̄, and the O(P) eigenbasis forms.
 
 Every function is printed from the SymPy expressions of derivations.action by
-`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg).
+`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg);
+argument checks from kren.checks.
 """
 
 import numpy as np
 
+from kren.checks import as_float, vector, fc_kernel, fc_means
 from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve
 
 __all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'action_eig_zero_mean', 'action_eig']
@@ -20,17 +22,17 @@ def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
     blocks (1, P, P) (or (P, P)), mu (1, P) (or (P,)); pairs is accepted for a uniform
     signature and ignored. Qbar=None means zero-mean units: K_R = Q K/λ1.
     """
-    Q = _as_float(Q, 'Q')
-    K, P = _fc_kernel(blocks)
-    lambda1 = _as_float(lambda1, 'lambda1')
+    Q = as_float(Q, 'Q')
+    K, P = fc_kernel(blocks)
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if mu is not None and np.any(np.asarray(mu) != 0):
             raise ValueError('Qbar is required when the unit means mu are non-zero')
         return Q*K/lambda1
-    Qbar = _as_float(Qbar, 'Qbar')
+    Qbar = as_float(Qbar, 'Qbar')
     if not Qbar > -1:
         raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
-    m0 = _fc_means(mu, P)
+    m0 = fc_means(mu, P)
     r = 1/(Qbar + 1)
     K_R = 1/lambda1*(Q*(-np.outer(m0, m0) + K) + r*np.outer(m0, m0))
     return K_R
@@ -42,16 +44,16 @@ def action(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     S = −Q Q̄ + log(1 + Q̄) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R
     K_R = (Q (K − μμᵀ) + μμᵀ/(1 + Q̄))/λ1
     """
-    Q = _as_float(Q, 'Q')
-    Qbar = _as_float(Qbar, 'Qbar')
+    Q = as_float(Q, 'Q')
+    Qbar = as_float(Qbar, 'Qbar')
     if not Qbar > -1:
         raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
-    K, P = _fc_kernel(blocks)
-    m0 = _fc_means(mu, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    K, P = fc_kernel(blocks)
+    m0 = fc_means(mu, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     t0 = Qbar + 1
     r = 1/t0
     K_R = 1/lambda1*(Q*(-np.outer(m0, m0) + K) + r*np.outer(m0, m0))
@@ -67,14 +69,14 @@ def action_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
 
     S = Q − log Q + (1/N)[log det A + yᵀA⁻¹y],  K_R = Q K/λ1
     """
-    Q = _as_float(Q, 'Q')
+    Q = as_float(Q, 'Q')
     if not Q > 0:
         raise ValueError(f'Q must be positive, got {Q}')
-    K, P = _fc_kernel(blocks)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    K, P = fc_kernel(blocks)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     K_R = (Q/lambda1)*K
     A = T*np.eye(P) + K_R
     cho = cho_factor(A, 'A = T*1 + K_R')
@@ -93,16 +95,16 @@ def action_gradient(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     dS_dQbar = −Q + r − r² μᵀBμ/(N λ1)
     cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     """
-    Q = _as_float(Q, 'Q')
-    Qbar = _as_float(Qbar, 'Qbar')
+    Q = as_float(Q, 'Q')
+    Qbar = as_float(Qbar, 'Qbar')
     if not Qbar > -1:
         raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
-    K, P = _fc_kernel(blocks)
-    m0 = _fc_means(mu, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    K, P = fc_kernel(blocks)
+    m0 = fc_means(mu, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     t0 = Qbar + 1
     r = 1/t0
     K_R = 1/lambda1*(Q*(-np.outer(m0, m0) + K) + r*np.outer(m0, m0))
@@ -123,14 +125,14 @@ def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     S = Q − log Q + (1/N)[log det A + yᵀA⁻¹y],  K_R = Q K/λ1
     dS_dQ = 1 − 1/Q + ⟨K, B⟩/(N λ1),  B = A⁻¹ − z zᵀ,  z = A⁻¹y
     """
-    Q = _as_float(Q, 'Q')
+    Q = as_float(Q, 'Q')
     if not Q > 0:
         raise ValueError(f'Q must be positive, got {Q}')
-    K, P = _fc_kernel(blocks)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    K, P = fc_kernel(blocks)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     K_R = (Q/lambda1)*K
     A = T*np.eye(P) + K_R
     cho = cho_factor(A, 'A = T*1 + K_R')
@@ -149,18 +151,18 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     Kx: K(x1^a, x2^b) of shape (1, 1, P1, P2) or (P1, P2); mu1 (1, P1), mu2 (1, P2).
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
-    Q = _as_float(Q, 'Q')
+    Q = as_float(Q, 'Q')
     Kx = np.asarray(Kx, dtype=float)
     Kx = Kx.reshape(Kx.shape[-2:]) if Kx.ndim == 4 else Kx
     if Kx.ndim != 2:
         raise ValueError(f'Kx must have shape (1, 1, P1, P2) or (P1, P2), got {Kx.shape}')
     P1, P2 = Kx.shape
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu1, mu2)):
             raise ValueError('Qbar is required when the unit means are non-zero')
         return _cross_zero_mean(Q, Kx, lambda1)
-    Qbar = _as_float(Qbar, 'Qbar')
+    Qbar = as_float(Qbar, 'Qbar')
     mu1 = np.asarray(mu1, dtype=float).reshape(-1)
     mu2 = np.asarray(mu2, dtype=float).reshape(-1)
     if mu1.shape != (P1,) or mu2.shape != (P2,):
@@ -184,18 +186,18 @@ def renormalized_test_diagonal(Q, Qbar, Kd, mu0, lambda1):
     Kd: K(x0, x0) of shape (1, 1, P0) or (P0,); mu0 (1, P0).
     Qbar=None means zero-mean units.
     """
-    Q = _as_float(Q, 'Q')
+    Q = as_float(Q, 'Q')
     Kd = np.asarray(Kd, dtype=float)
     Kd = Kd.reshape(Kd.shape[-1:]) if Kd.ndim == 3 else Kd
     if Kd.ndim != 1:
         raise ValueError(f'Kd must have shape (1, 1, P0) or (P0,), got {Kd.shape}')
     P0 = Kd.shape[0]
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if Qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu0,)):
             raise ValueError('Qbar is required when the unit means are non-zero')
         return _diag_zero_mean(Q, Kd, lambda1)
-    Qbar = _as_float(Qbar, 'Qbar')
+    Qbar = as_float(Qbar, 'Qbar')
     mu0 = np.asarray(mu0, dtype=float).reshape(-1)
     if mu0.shape != (P0,):
         raise ValueError(f'mu0 must hold {P0} means, got {mu0.shape}')
@@ -217,14 +219,14 @@ def action_eig_zero_mean(Q, k, yt, T, N, lambda1):
     S = Q − log Q + (1/N) Σ_k [log D_k + yt_k²/D_k]
     Returns (S, dS/dQ, d²S/dQ²), the derivatives by SymPy's diff.
     """
-    Q = _as_float(Q, 'Q')
+    Q = as_float(Q, 'Q')
     if not Q > 0:
         raise ValueError(f'Q must be positive, got {Q}')
-    k = _vector(k, 'k')
-    yt = _vector(yt, 'yt', k.shape[0])
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    k = vector(k, 'k')
+    yt = vector(yt, 'yt', k.shape[0])
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     t0 = k/lambda1
     t1 = Q*t0 + T
     t2 = (yt**2)/t1
@@ -243,16 +245,16 @@ def action_eig(Q, Qbar, k, yt, m, T, N, lambda1):
     (matrix determinant lemma and Sherman–Morrison for the rank-one mean term).
     Returns (S, grad (2,) = (∂S/∂Q, ∂S/∂Q̄), hess (2, 2)), derivatives by SymPy's diff.
     """
-    Q = _as_float(Q, 'Q')
-    Qbar = _as_float(Qbar, 'Qbar')
+    Q = as_float(Q, 'Q')
+    Qbar = as_float(Qbar, 'Qbar')
     if not Qbar > -1:
         raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
-    k = _vector(k, 'k')
-    yt = _vector(yt, 'yt', k.shape[0])
-    m = _vector(m, 'm', k.shape[0])
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    k = vector(k, 'k')
+    yt = vector(yt, 'yt', k.shape[0])
+    m = vector(m, 'm', k.shape[0])
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     t0 = k/lambda1
     t1 = Q*t0 + T
     t2 = m*yt
@@ -287,69 +289,3 @@ def action_eig(Q, Qbar, k, yt, m, T, N, lambda1):
     d2S_dQdQbar = -1 + (t11*t25 - t11 - t12*t23 + t15*t26 + t18 - t24*t26*t9)/(N*lambda1*(t5**2)*t8)
     d2S_dQbar2 = -(1 + t9*(t22*t23*(t4**2) + t23 - 4*t25*(t3**2) - t26 + (t4**2)*t9)/N)/(t5**2)
     return S, np.array([dS_dQ, dS_dQbar]), np.array([[d2S_dQ2, d2S_dQdQbar], [d2S_dQdQbar, d2S_dQbar2]])
-
-
-def _as_float(x, name):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {x!r}") from None
-
-
-def _square(Q, name):
-    Q = np.asarray(Q, dtype=float)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {Q.shape}")
-    return Q
-
-
-def _vector(q, name, n=None):
-    q = np.asarray(q, dtype=float)
-    if q.ndim != 1 or (n is not None and q.shape[0] != n):
-        want = "(n,)" if n is None else f"({n},)"
-        raise ValueError(f"{name} must be a vector of shape {want}, got shape {q.shape}")
-    return q
-
-
-def _tensor(blocks, pairs, n):
-    blocks = np.asarray(blocks)
-    pairs = np.asarray(pairs)
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
-        raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
-    if pairs.ndim != 2 or pairs.shape != (blocks.shape[0], 2):
-        raise ValueError(f"pairs must have shape ({blocks.shape[0]}, 2), got {pairs.shape}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
-        raise ValueError(f"pairs index patches outside 0..{n - 1}")
-    return blocks, pairs, blocks.shape[1]
-
-
-def _packed_sandwich(W, pairs):
-    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
-    """
-    i, j = pairs[:, 0], pairs[:, 1]
-    m = np.where(i == j, 1.0, 2.0)
-    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
-
-
-def _means(mu, n, P, name="mu"):
-    mu = np.asarray(mu, dtype=float)
-    if mu.shape != (n, P):
-        raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
-    return mu
-
-
-def _fc_kernel(blocks):
-    K = np.asarray(blocks, dtype=float)
-    if K.ndim == 3 and K.shape[0] == 1:
-        K = K[0]
-    if K.ndim != 2 or K.shape[0] != K.shape[1]:
-        raise ValueError(f"blocks must have shape (1, P, P) or (P, P), got {np.shape(blocks)}")
-    return K, K.shape[0]
-
-
-def _fc_means(mu, P):
-    m0 = np.asarray(mu, dtype=float).reshape(-1)
-    if m0.shape != (P,):
-        raise ValueError(f"mu must hold {P} unit means (shape (1, P)), got {np.shape(mu)}")
-    return m0

@@ -3,11 +3,13 @@
 the CNN action restricted to diagonal matrices (THEORY §5.6).
 
 Every function is printed from the SymPy expressions of derivations.action by
-`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg).
+`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg);
+argument checks from kren.checks.
 """
 
 import numpy as np
 
+from kren.checks import as_float, vector, tensor, means, packed_sandwich
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, diag_combine,
                          pair_combine, pair_contract, pair_hessian_terms)
 
@@ -23,16 +25,16 @@ def renormalized_kernel(q, qbar, blocks, pairs, mu, lambda1):
     KernelTensor; mu (n, P) unit means; lambda1 the readout prior.
     Qbar=None means zero-mean units (requires mu = 0): K_R = (1/(λ1 n)) Σ_ij Q_ij K_ij.
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    lambda1 = as_float(lambda1, 'lambda1')
     if qbar is None:
         if mu is not None and np.any(np.asarray(mu) != 0):
             raise ValueError('qbar is required when the unit means mu are non-zero')
         return _renormalized_kernel_zero_mean(q, blocks, pairs, lambda1)
-    qbar = _vector(qbar, 'qbar', n)
-    mu = _means(mu, n, P)
+    qbar = vector(qbar, 'qbar', n)
+    mu = means(mu, n, P)
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     R = cho_inverse(cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)'))
@@ -54,15 +56,15 @@ def action(q, qbar, blocks, pairs, mu, y, T, N, lambda1):
     S = −Σ_i q_i q̄_i + Σ_i log(1 + q̄_i) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R
     K_R = (1/(λ1 n)) [Σ_i q_i (K_ii − μ_i μ_iᵀ) + Σ_i μ_i μ_iᵀ/(1 + q̄_i)]
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    qbar = _vector(qbar, 'qbar', n)
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    mu = _means(mu, n, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    qbar = vector(qbar, 'qbar', n)
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     cho_R = cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)')
@@ -80,13 +82,13 @@ def action_zero_mean(q, blocks, pairs, y, T, N, lambda1):
 
     S = Σ_i (q_i − log q_i) + (1/N)[log det A + yᵀA⁻¹y],  K_R = (1/(λ1 n)) Σ_i q_i K_ii
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     Qd = np.diag(q)
     cho_Q = cho_factor(Qd, 'Q = diag(q)')
     K_R = (1/(lambda1*n))*pair_combine(Qd, blocks, pairs)
@@ -109,15 +111,15 @@ def action_gradient(q, qbar, blocks, pairs, mu, y, T, N, lambda1):
     cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     Two passes over the kernel tensor (pair_combine, pair_contract), one Cholesky of A.
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    qbar = _vector(qbar, 'qbar', n)
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    mu = _means(mu, n, P)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    qbar = vector(qbar, 'qbar', n)
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     cho_R = cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)')
@@ -145,13 +147,13 @@ def action_gradient_zero_mean(q, blocks, pairs, y, T, N, lambda1):
     Gradients are vectors: dS_dq[i] = ∂S/∂q_i.
     cho is the Cholesky factor of A (kren.linalg.cho_factor), z = A⁻¹y (P,).
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    y = _vector(y, 'y', P)
-    T = _as_float(T, 'T')
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    y = vector(y, 'y', P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     Qd = np.diag(q)
     cho_Q = cho_factor(Qd, 'Q = diag(q)')
     t0 = 1/(lambda1*n)
@@ -177,18 +179,18 @@ def hessian_zero_mean(q, blocks, pairs, y, T, N, lambda1, cho, z):
     action_gradient_zero_mean at the same point (A is not refactorized).
     Returns an (n_pairs, n_pairs) array.
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
-    blocks, pairs, P = _tensor(blocks, pairs, n)
-    N = _as_float(N, 'N')
-    lambda1 = _as_float(lambda1, 'lambda1')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
     if not cho[1]:
         raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
-    z = _vector(z, 'z', P)
+    z = vector(z, 'z', P)
     Qd = np.diag(q)
     hess_terms = pair_hessian_terms(blocks, pairs, cho, z)
     t0 = 1/(N*(lambda1**2)*(n**2))
-    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + _packed_sandwich(cho_inverse(cho_factor(Qd, 'Q = diag(q)')), pairs)
+    hessian = -t0*hess_terms[0] + (2*t0)*hess_terms[1] + packed_sandwich(cho_inverse(cho_factor(Qd, 'Q = diag(q)')), pairs)
     return hessian
 
 
@@ -202,20 +204,20 @@ def renormalized_cross_kernel(q, qbar, Kx, mu1, mu2, lambda1):
     mu1 (n, P1), mu2 (n, P2). Σ_i q_i Kx_i is one tensordot (kren.linalg.diag_combine).
     Qbar=None means zero-mean units (the mean terms vanish; mu1, mu2 must be zero).
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
     Kx = np.asarray(Kx)
     if Kx.ndim != 3 or Kx.shape[0] != n:
         raise ValueError(f'Kx must hold the diagonal blocks K_ii(x1, x2) with shape ({n}, P1, P2) (kren.kernels.cross_kernels(..., diagonal=True)), got {Kx.shape}')
     P1, P2 = Kx.shape[1:]
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu1, mu2)):
             raise ValueError('qbar is required when the unit means are non-zero')
         return _cross_zero_mean(q, Kx, lambda1)
-    qbar = _vector(qbar, 'qbar', n)
-    mu1 = _means(mu1, n, P1, 'mu1')
-    mu2 = _means(mu2, n, P2, 'mu2')
+    qbar = vector(qbar, 'qbar', n)
+    mu1 = means(mu1, n, P1, 'mu1')
+    mu2 = means(mu2, n, P2, 'mu2')
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     R = cho_inverse(cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)'))
@@ -239,19 +241,19 @@ def renormalized_test_diagonal(q, qbar, Kd, mu0, lambda1):
     kren.kernels.test_diagonal(arch, X, diagonal=True); mu0 (n, P0).
     Qbar=None means zero-mean units.
     """
-    q = _vector(q, 'q')
+    q = vector(q, 'q')
     n = q.shape[0]
     Kd = np.asarray(Kd)
     if Kd.ndim != 2 or Kd.shape[0] != n:
         raise ValueError(f'Kd must hold K_ii(x0, x0) with shape ({n}, P0) (kren.kernels.test_diagonal(..., diagonal=True)), got {Kd.shape}')
     P0 = Kd.shape[1]
-    lambda1 = _as_float(lambda1, 'lambda1')
+    lambda1 = as_float(lambda1, 'lambda1')
     if qbar is None:
         if any(np.any(np.asarray(m) != 0) for m in (mu0,)):
             raise ValueError('qbar is required when the unit means are non-zero')
         return _diag_zero_mean(q, Kd, lambda1)
-    qbar = _vector(qbar, 'qbar', n)
-    mu0 = _means(mu0, n, P0, 'mu0')
+    qbar = vector(qbar, 'qbar', n)
+    mu0 = means(mu0, n, P0, 'mu0')
     Qd = np.diag(q)
     Qbard = np.diag(qbar)
     R = cho_inverse(cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)'))
@@ -264,53 +266,3 @@ def _diag_zero_mean(q, Kd, lambda1):
     n = q.shape[0]
     kR00 = (1/(lambda1*n))*diag_combine(q, Kd)
     return kR00
-
-
-def _as_float(x, name):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {x!r}") from None
-
-
-def _square(Q, name):
-    Q = np.asarray(Q, dtype=float)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {Q.shape}")
-    return Q
-
-
-def _vector(q, name, n=None):
-    q = np.asarray(q, dtype=float)
-    if q.ndim != 1 or (n is not None and q.shape[0] != n):
-        want = "(n,)" if n is None else f"({n},)"
-        raise ValueError(f"{name} must be a vector of shape {want}, got shape {q.shape}")
-    return q
-
-
-def _tensor(blocks, pairs, n):
-    blocks = np.asarray(blocks)
-    pairs = np.asarray(pairs)
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
-        raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
-    if pairs.ndim != 2 or pairs.shape != (blocks.shape[0], 2):
-        raise ValueError(f"pairs must have shape ({blocks.shape[0]}, 2), got {pairs.shape}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
-        raise ValueError(f"pairs index patches outside 0..{n - 1}")
-    return blocks, pairs, blocks.shape[1]
-
-
-def _packed_sandwich(W, pairs):
-    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
-    """
-    i, j = pairs[:, 0], pairs[:, 1]
-    m = np.where(i == j, 1.0, 2.0)
-    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
-
-
-def _means(mu, n, P, name="mu"):
-    mu = np.asarray(mu, dtype=float)
-    if mu.shape != (n, P):
-        raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
-    return mu

@@ -2,12 +2,14 @@
 """Predictor statistics at the saddle point (THEORY §4), architecture independent.
 
 Every function is printed from the SymPy expressions of derivations.action by
-`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg).
+`python -m derivations.codegen`; inverses only through Cholesky factors (kren.linalg);
+argument checks from kren.checks.
 """
 
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from kren.checks import as_float, square, vector
 from kren.linalg import cho_solve
 
 __all__ = ['predictor_moments', 'train_error']
@@ -23,8 +25,8 @@ def predictor_moments(kR, kR00, cho, z):
     (kren.linalg.cho_factor); z = A⁻¹y. One triangular solve. Returns (mean, var).
     """
     kR = np.asarray(kR, dtype=float)
-    kR00 = _vector(kR00, 'kR00')
-    z = _vector(z, 'z')
+    kR00 = vector(kR00, 'kR00')
+    z = vector(z, 'z')
     if kR.ndim != 2 or kR.shape != (kR00.shape[0], z.shape[0]):
         raise ValueError(f'kR must have shape ({kR00.shape[0]}, {z.shape[0]}), got {kR.shape}')
     if not cho[1]:
@@ -39,60 +41,10 @@ def train_error(K_R, cho, y, T):
 
     cho is the Cholesky factor of A (kren.linalg.cho_factor).
     """
-    K_R = _square(K_R, 'K_R')
-    y = _vector(y, 'y', K_R.shape[0])
-    T = _as_float(T, 'T')
+    K_R = square(K_R, 'K_R')
+    y = vector(y, 'y', K_R.shape[0])
+    T = as_float(T, 'T')
     P = y.shape[0]
     t0 = cho_solve(cho, y)
     train_error = ((T**2)*(t0 @ t0) + T*np.trace(cho_solve(cho, K_R)))/P
     return train_error
-
-
-def _as_float(x, name):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {x!r}") from None
-
-
-def _square(Q, name):
-    Q = np.asarray(Q, dtype=float)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
-        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {Q.shape}")
-    return Q
-
-
-def _vector(q, name, n=None):
-    q = np.asarray(q, dtype=float)
-    if q.ndim != 1 or (n is not None and q.shape[0] != n):
-        want = "(n,)" if n is None else f"({n},)"
-        raise ValueError(f"{name} must be a vector of shape {want}, got shape {q.shape}")
-    return q
-
-
-def _tensor(blocks, pairs, n):
-    blocks = np.asarray(blocks)
-    pairs = np.asarray(pairs)
-    if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
-        raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
-    if pairs.ndim != 2 or pairs.shape != (blocks.shape[0], 2):
-        raise ValueError(f"pairs must have shape ({blocks.shape[0]}, 2), got {pairs.shape}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
-        raise ValueError(f"pairs index patches outside 0..{n - 1}")
-    return blocks, pairs, blocks.shape[1]
-
-
-def _packed_sandwich(W, pairs):
-    """Tr(W E_p W E_q) for the packed basis E_p of pairs p = (i, j), q = (k, l):
-    m_p m_q (W_ik W_jl + W_il W_jk)/2, m_p = 2 − δ_ij (derivations.action.PackedSandwich).
-    """
-    i, j = pairs[:, 0], pairs[:, 1]
-    m = np.where(i == j, 1.0, 2.0)
-    return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
-
-
-def _means(mu, n, P, name="mu"):
-    mu = np.asarray(mu, dtype=float)
-    if mu.shape != (n, P):
-        raise ValueError(f"{name} must have shape ({n}, {P}), got {mu.shape}")
-    return mu
