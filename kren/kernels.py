@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import activations
-from .linalg import full_combine, pair_combine, pair_contract
+from .linalg import full_combine, pair_combine, pair_contract, single_blas_thread
 
 _BUDGET: int | None = None
 
@@ -150,7 +149,7 @@ def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale):
     else:
         # The blocks are already spread over the cores: a multi-threaded BLAS inside each worker
         # would oversubscribe them (measured 2-2.5x slower on two cores), so BLAS runs on one thread.
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        with single_blas_thread(), ThreadPoolExecutor(n_threads) as pool:
             list(pool.map(work, range(len(pairs))))
     return out
 

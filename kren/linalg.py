@@ -14,6 +14,28 @@ from scipy.linalg import cho_factor as _cho_factor, cho_solve as _cho_solve
 from scipy.linalg import lapack as _lapack
 
 
+_CONTROLLER = None
+
+#: Factorizations up to this size run on one BLAS thread: on two cores a threaded Cholesky of a
+#: 1000×1000 matrix gains little when idle and, when another process holds a core, OpenBLAS's
+#: spinning threads made it 3–25× slower (measured 13 ms single-threaded against 40–1280 ms).
+SINGLE_THREAD_MAX = 4000
+
+
+def single_blas_thread():
+    """Context manager limiting BLAS to one thread (threadpoolctl; one shared controller)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _lapack_context(n: int):
+    import contextlib
+    return single_blas_thread() if n <= SINGLE_THREAD_MAX else contextlib.nullcontext()
+
+
 class NotPositiveDefiniteError(np.linalg.LinAlgError):
     """A matrix that must be positive definite (A = T𝟙 + K_R, Q, 𝟙 + Q̄) is not."""
 
@@ -21,7 +43,8 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
 def cho_factor(A: np.ndarray, what: str = "matrix"):
     """Cholesky factor (c, lower) of a symmetric positive-definite matrix."""
     try:
-        return _cho_factor(A, lower=True, check_finite=False)
+        with _lapack_context(A.shape[0]):
+            return _cho_factor(A, lower=True, check_finite=False)
     except np.linalg.LinAlgError as exc:
         raise NotPositiveDefiniteError(f"{what} is not positive definite ({exc})") from None
 
@@ -39,7 +62,9 @@ def cho_logdet(cho) -> float:
 def cho_inverse(cho) -> np.ndarray:
     """A⁻¹ from a Cholesky factor of A (LAPACK potri), symmetrized."""
     c, lower = cho
-    inv, info = _lapack.dpotri(c, lower=lower) if c.dtype == np.float64 else _lapack.spotri(c, lower=lower)
+    potri = _lapack.dpotri if c.dtype == np.float64 else _lapack.spotri
+    with _lapack_context(c.shape[0]):
+        inv, info = potri(c, lower=lower)
     if info != 0:
         raise NotPositiveDefiniteError(f"potri failed with info={info}")
     if lower:
