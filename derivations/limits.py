@@ -17,7 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .steps import (N, T, DerivationError, ExplicitData, Step, _det, _generic_symmetric, _inv,
-                    _require, _same_polynomial, explicit_data, lambda1, symbolic_equal,
+                    _independent, _require, _same_polynomial, explicit_data, lambda1, symbolic_equal,
                     theory_action, theory_action_zero_mean, theory_gradients, theory_K_R)
 
 # (N/T/λ1 are the Symbols shared with derivations.steps and derivations.action)
@@ -57,8 +57,9 @@ def fc_eigenbasis(P: int = 2, compare_action_module: bool = True) -> Step:
         dS/dQ = 1 − 1/Q + (1/(N λ1)) Σ_k [k_k/D_k − k_k ỹ_k²/D_k²]
               = 1 − 1/Q + (Tr(A⁻¹K) − zᵀKz)/(N λ1)   (the FC saddle-point equation).
 
-    Explicit P with a symbolic Cayley rotation U, eigenvalues k and labels: det(T𝟙 + QK/λ1) =
-    Π_k D_k and yᵀ(T𝟙 + QK/λ1)⁻¹y = Σ_k ỹ_k²/D_k as rational identities in every symbol.
+    Explicit P with a symbolic Cayley rotation U, eigenvalues k and labels, exact rational
+    identities: A = T𝟙 + QK/λ1 = U diag(D) Uᵀ, (det U)² = 1 (so det A = Π_k D_k) and
+    A · U diag(1/D) Uᵀ = 𝟙 (so yᵀA⁻¹y = Σ_k ỹ_k²/D_k).
     ``compare_action_module``: the ModeSum form of :func:`derivations.action.fc_eigen_zero_mean`
     written out over the P modes must equal it.
     """
@@ -66,14 +67,17 @@ def fc_eigenbasis(P: int = 2, compare_action_module: bool = True) -> Step:
     k = [sp.Symbol(f"k_{a}", positive=True) for a in range(P)]
     y = sp.Matrix(P, 1, lambda a, _: sp.Symbol(f"y_{a}", real=True))
     Q = sp.Symbol("Q", positive=True)
-    K = (U * sp.diag(*k) * U.T).applyfunc(lambda e: sp.cancel(sp.together(e)))
+    c = lambda e: sp.cancel(sp.together(e))  # noqa: E731
+    K = (U * sp.diag(*k) * U.T).applyfunc(c)
     A = T * sp.eye(P) + Q * K / lambda1
     yt = U.T * y
     D = [T + Q * kk / lambda1 for kk in k]
-    _require(sp.cancel(sp.together(_det(A) - sp.Mul(*D))) == 0, "det A = Π D_k")
-    quad = (y.T * _inv(A) * y)[0, 0]
-    _require(_same_polynomial(quad, sum(yt[a]**2 / D[a] for a in range(P)), list(y)),
-             "yᵀA⁻¹y = Σ ỹ²/D")
+    # A = U diag(D) Uᵀ (UUᵀ = 𝟙), det U² = 1 ⇒ det A = Π D_k; A·U diag(1/D) Uᵀ = 𝟙 ⇒
+    # yᵀA⁻¹y = Σ ỹ_k²/D_k
+    _require((A - U * sp.diag(*D) * U.T).applyfunc(c) == sp.zeros(P, P), "A = U diag(D) Uᵀ")
+    _require(c(_det(U)**2) == 1, "det U² = 1")
+    _require((A * U * sp.diag(*[1 / x for x in D]) * U.T).applyfunc(c) == sp.eye(P),
+             "A⁻¹ = U diag(1/D) Uᵀ")
     S_eig = Q - sp.log(Q) + sum(sp.log(D[a]) + yt[a]**2 / D[a] for a in range(P)) / N
     dS = sp.diff(S_eig, Q)
     want_dS = 1 - 1 / Q + sum(k[a] / D[a] - k[a] * yt[a]**2 / D[a]**2
@@ -167,89 +171,90 @@ def _at(d: ExplicitData, Q, Qbar) -> ExplicitData:
     return ExplicitData(d.kind, d.n, d.P, d.zero_mean, d.K, d.mu, d.y, Q, Qbar)
 
 
+def _opaque_B(P: int, eps):
+    """B = A⁻¹ − zzᵀ as a symmetric matrix of undefined functions b_ab(ε): only its value at
+    ε = 0 can survive in the equations below, whatever its ε-dependence."""
+    return sp.Matrix(P, P, lambda a, b: sp.Function(f"b_{min(a, b)}{max(a, b)}")(eps))
+
+
 def small_alpha_expansion(kind: str = "cnn", n: int = 2, P: int = 2,
                           zero_mean: bool = True) -> Step:
     r"""Q = 𝟙 − G(𝟙)/(N λ1 n) + O(1/N²) at fixed P, i.e. + O(α²) (THEORY §5.3).
 
-    With ε = 1/N (= α/P) the saddle-point equations read F(Q, Q̄, ε) = 0. At ε = 0 their
-    solution is Q = 𝟙, Q̄ = 0 (:func:`infinite_width_limit`). Writing Q = 𝟙 + εQ1, Q̄ = εQ̄1
-    with symbolic Q1, Q̄1 and differentiating the equations once in ε at ε = 0 (SymPy) gives
-    linear equations, solved by SymPy: Q1 = −G(𝟙)/(λ1 n) with G_ij = Tr(A⁻¹K_ij) − zᵀK_ij z
-    at A = T𝟙 + K_R(𝟙). For μ ≠ 0 the first-order equations are −Q̄1 + G̃/(λ1n) = 0 and
-    −Q1 − Q̄1 − H/(λ1n) = 0, and G̃ + H = G: the same formula (with the full kernels K_ij).
+    With ε = 1/N (= α/P) the saddle-point equations F(Q, Q̄, ε) = 0 are those of
+    :func:`derivations.steps.theory_gradients`; the data enter only through ε·G(B), ε·G̃(B),
+    ε·H(B) with B = A⁻¹ − zzᵀ. Q = 𝟙 + εQ1, Q̄ = εQ̄1 (Q1, Q̄1 symbolic); B is kept as a matrix of
+    *undefined functions* b_ab(ε) so that SymPy's product rule shows that only B0 = B(ε = 0) =
+    A(𝟙)⁻¹ − zzᵀ enters at first order. ∂F/∂ε at ε = 0 gives linear equations, solved by SymPy:
+    Q1 = −G(𝟙)/(λ1 n), G_ij(𝟙) = Tr(B0 K_ij) = Tr(A⁻¹K_ij) − zᵀK_ij z at A = T𝟙 + K_R(𝟙, 0),
+    as an identity in a generic B0. For μ ≠ 0 the equations are −Q̄1 + G̃/(λ1n) = 0 and
+    −Q1 − Q̄1 − H/(λ1n) = 0, and G̃ + H = G: the same formula with the full kernels K_ij.
     """
     eps = sp.Symbol("epsilon", positive=True)
     d = explicit_data(kind, n, P, zero_mean)
     n = d.n
-    Q1 = d.Q.applyfunc(lambda e: e.xreplace({s: sp.Symbol(f"{s.name}^{{(1)}}", real=True)
-                                             for s in e.free_symbols}))
-    Qb1 = d.Qbar.applyfunc(lambda e: e.xreplace({s: sp.Symbol(f"{s.name}^{{(1)}}", real=True)
-                                                 for s in e.free_symbols}))
-    Qe = sp.eye(n) + eps * Q1
-    Qbe = eps * Qb1
-    de = _at(d, Qe, Qbe)
-    grads = theory_gradients(de)
+    up = lambda M: M.applyfunc(lambda e: e.xreplace(  # noqa: E731
+        {s: sp.Symbol(f"{s.name}^(1)", real=True) for s in e.free_symbols}))
+    Q1, Qb1 = up(d.Q), up(d.Qbar)
+    de = _at(d, sp.eye(n) + eps * Q1, eps * Qb1)
+    grads = theory_gradients(de, B=_opaque_B(P, eps))
     names = ["dS_dQ"] + ([] if zero_mean else ["dS_dQbar"])
+    B0 = _generic_symmetric("B0", P)
+    to_B0 = {sp.Function(f"b_{a}{b}")(0): B0[a, b] for a in range(P) for b in range(a, P)}
     eqs = []
     for nm in names:
         M = grads[nm].xreplace({N: 1 / eps})
-        M0 = M.xreplace({eps: 0})
-        _require(M0.applyfunc(lambda e: sp.cancel(sp.together(e))) == sp.zeros(n, n),
-                 "Q = 𝟙, Q̄ = 0 does not solve the ε = 0 equations")
-        M1 = M.diff(eps).xreplace({eps: 0})
-        for i in range(n):
-            for j in range(i, n):
-                if kind != "cnn" and i != j:
-                    continue
-                eqs.append(sp.cancel(sp.together(M1[i, j])))
-    unknowns = sorted(set().union(*[e.free_symbols for e in list(Q1) + list(Qb1)]) &
-                      set().union(*[e.free_symbols for e in eqs]), key=str)
+        M0 = M.xreplace({eps: 0}).applyfunc(lambda e: sp.cancel(sp.together(e)))
+        _require(M0 == sp.zeros(n, n), "Q = 𝟙, Q̄ = 0 does not solve the ε = 0 equations")
+        M1 = M.diff(eps).subs(eps, 0).xreplace(to_B0)
+        for i, j, _s, _w in _independent(d, d.Q):
+            eqs.append(sp.cancel(sp.together(M1[i, j])))
+    _require(not any(e.atoms(sp.Derivative) for e in eqs), "B'(0) survived at first order")
+    unknowns = sorted(set().union(*[e.free_symbols for e in list(Q1) + list(Qb1)]), key=str)
     sol = sp.solve(eqs, unknowns, dict=True)
     _require(len(sol) == 1, f"first-order equations: {sol}")
     Q1_sol = Q1.xreplace(sol[0])
-    d1 = _at(ExplicitData(d.kind, n, P, d.zero_mean, d.K, d.mu, d.y, d.Q, d.Qbar),
-             sp.eye(n), sp.zeros(n, n))
-    G1 = theory_gradients(d1)["G"]
-    want = -G1 / (lambda1 * n)
-    if kind != "cnn":
-        want = sp.diag(*[want[i, i] for i in range(n)])
+    G0 = theory_gradients(d, B=B0)["G"]
+    want = -G0 / (lambda1 * n)
     _require((Q1_sol - want).applyfunc(lambda e: sp.cancel(sp.together(e))) == sp.zeros(n, n),
              "Q1 ≠ −G(𝟙)/(λ1 n)")
     return Step("small-α", "Small α: first order in 1/N",
                 r"Expanding the saddle-point equations around the infinite-width solution "
-                r"($\varepsilon=1/N=\alpha/P$):",
+                r"($\varepsilon=1/N=\alpha/P$); only $B_0=A(\mathbb 1)^{-1}-zz^\top$ enters:",
                 equations=[(sp.Symbol("Q"), sp.Symbol(r"\mathbb 1-\frac{G(\mathbb 1)}{N\lambda_1 n}"
-                                                      r"+O(\alpha^2)")),
-                           (sp.Symbol(r"Q^{(1)}\ (\text{explicit})"),
-                            Q1_sol.applyfunc(sp.factor) if n * P <= 2 else
-                            sp.Symbol(r"-G(\mathbb 1)/(\lambda_1 n)"))],
-                checked=[f"{kind} n={n} P={P} zero_mean={zero_mean}: Q1 = −G(𝟙)/(λ1 n)"],
+                                                      r"+O(\alpha^2),\quad G_{ij}(\mathbb 1)="
+                                                      r"\mathrm{Tr}(B_0K_{ij})")),
+                           (sp.Symbol(r"Q^{(1)}\ (n=%d,\ P=%d)" % (n, P)), Q1_sol)],
+                checked=[f"{kind} n={n} P={P} zero_mean={zero_mean}: Q1 = −G(𝟙)/(λ1 n), "
+                         "generic B0"],
                 derived=Q1_sol, expected=want)
 
 
 def infinite_width_limit(kind: str = "cnn", n: int = 2, P: int = 2,
                          zero_mean: bool = True) -> Step:
-    r"""N → ∞ at fixed P (THEORY §5.2). The saddle-point equations at 1/N = 0 are
-    𝟙 − Q⁻¹ = 0 (zero mean) or −Q̄ = 0, −Q + (𝟙+Q̄)⁻¹ = 0: unique solution Q = 𝟙, Q̄ = 0
-    (solved by SymPy). There K_R = (1/(λ1 n)) Σ_i K_ii, the NNGP kernel of THEORY §2, with no
-    cross-patch block and no mean term; the CNN and the LCN give the same K_R."""
+    r"""N → ∞ at fixed P (THEORY §5.2). The data enter the saddle-point equations only as
+    (1/N)·G(B), so at 1/N = 0 they are 𝟙 − Q⁻¹ = 0 (zero mean) or −Q̄ = 0, −Q + (𝟙+Q̄)⁻¹ = 0
+    (B generic): unique solution Q = 𝟙, Q̄ = 0 (solved by SymPy). There K_R = (1/(λ1 n)) Σ_i K_ii,
+    the NNGP kernel of THEORY §2, with no cross-patch block and no mean term; the CNN and the
+    LCN give the same K_R."""
+    eps = sp.Symbol("epsilon", positive=True)
     d = explicit_data(kind, n, P, zero_mean)
     n = d.n
-    grads = theory_gradients(d)
+    grads = theory_gradients(d, B=_generic_symmetric("B", P))
     eqs = []
     names = ["dS_dQ"] + ([] if zero_mean else ["dS_dQbar"])
     for nm in names:
-        M = grads[nm].applyfunc(lambda e: sp.limit(e, N, sp.oo) if e.has(N) else e)
-        eqs += [sp.numer(sp.together(M[i, j])) for i in range(n) for j in range(i, n)
-                if kind == "cnn" or i == j]
+        M = grads[nm].xreplace({N: 1 / eps}).xreplace({eps: 0})
+        eqs += [sp.numer(sp.together(M[i, j])) for i, j, _s, _w in _independent(d, d.Q)]
     unknowns = sorted((d.Q.free_symbols | (set() if zero_mean else d.Qbar.free_symbols)), key=str)
     sol = sp.solve([e for e in eqs if e != 0], unknowns, dict=True)
-    sol = [s for s in sol if _det(d.Q.xreplace(s)) != 0]
+    sol = [s for s in sol if sp.simplify(_det(d.Q.xreplace(s))) != 0 and
+           sp.simplify(_det(sp.eye(n) + d.Qbar.xreplace(s))) != 0]
     _require(len(sol) == 1, f"N → ∞ solutions: {sol}")
     _require(d.Q.xreplace(sol[0]) == sp.eye(n), "Q → 𝟙")
     if not zero_mean:
         _require(d.Qbar.xreplace(sol[0]) == sp.zeros(n, n), "Q̄ → 0")
-    K_R = theory_K_R(d).xreplace(sol[0]).applyfunc(sp.expand)
+    K_R = theory_K_R(d).xreplace(sol[0]).applyfunc(lambda e: sp.cancel(sp.together(e)))
     nngp = sum((d.K[(i, i)] for i in range(n)), sp.zeros(P, P)) / (lambda1 * n)
     _require((K_R - nngp).applyfunc(sp.expand) == sp.zeros(P, P), "K_R(𝟙) ≠ NNGP")
     return Step("N→∞", "Infinite width",
@@ -307,15 +312,16 @@ def linear_fc_zero_temperature(P: int = 3) -> Step:
     quad_r = Q**2 - (1 - alpha) * Q - lambda1 * r_val * alpha / P
     _require(sp.cancel(sp.together(quad - quad_r)) == 0, "quadratic")
     Nsym = sp.Symbol("N", positive=True)
-    roots = sp.solve(sp.Eq(Q**2 - (1 - alpha) * Q - lambda1 * r / Nsym, 0), Q)
     Qs = sp.Symbol("Q", real=True)
-    roots_real = sp.solve(sp.Eq(Qs**2 - (1 - alpha) * Qs - lambda1 * r / Nsym, 0), Qs)
-    _require(len(roots_real) == 2, "two roots")
-    _require(sp.simplify(roots_real[0] * roots_real[1] + lambda1 * r / Nsym) == 0,
-             "product of roots")
+    roots = sp.solve(sp.Eq(Qs**2 - (1 - alpha) * Qs - lambda1 * r / Nsym, 0), Qs)
+    _require(len(roots) == 2, "two roots")
+    # product of the roots −λ1 r/N < 0: one negative, one positive root
+    _require(sp.simplify(roots[0] * roots[1] + lambda1 * r / Nsym) == 0, "product of roots")
     closed = linear_fc_closed_form(alpha, lambda1, r, Nsym)
-    _require(len(roots) == 1 and sp.simplify(roots[0] - closed) == 0,
-             f"positive root {roots} ≠ closed form")
+    hit = [q for q in roots if sp.simplify(q - closed) == 0]
+    _require(len(hit) == 1, f"roots {roots}: none equals the closed form")
+    _require(closed.is_positive is not False, "closed form not positive")
+    # the closed form is positive: √((1 − α)² + 4λ1r/N) > |1 − α|
     return Step("T→0", "Linear FC at zero temperature",
                 r"At $T\to0$ with an invertible kernel every mode contributes "
                 r"$\log Q+\lambda_1\tilde y_k^2/(Qk_k)$; the saddle point solves a quadratic "
@@ -325,7 +331,7 @@ def linear_fc_zero_temperature(P: int = 3) -> Step:
                            (sp.Symbol("Q^*"), closed),
                            (r, sp.Symbol(r"y^\top K^{-1}y"))],
                 checked=[f"P={P}: T→0 limits per mode, quadratic, unique positive root"],
-                derived=roots[0], expected=closed)
+                derived=hit[0], expected=closed)
 
 
 def linear_fc_saddle_numeric(K: np.ndarray, y: np.ndarray, N_: float, T_: float,
@@ -349,12 +355,13 @@ def linear_fc_saddle_numeric(K: np.ndarray, y: np.ndarray, N_: float, T_: float,
 # Equivalences between architectures
 # ------------------------------------------------------------------------------------------
 
-def cnn_n1_equals_fc(P: int = 2, zero_mean: bool = True) -> Step:
+def cnn_n1_equals_fc(P: int = 2, zero_mean: bool = True, action_module: str = "symbolic") -> Step:
     r"""n = 1 (a mask covering the whole input, M = N0; THEORY §5.1): the CNN and LCN actions
     are the FC action with K = K_11, μ = μ_1. Checked symbolically (a) on the THEORY formulas —
     with n = 1 the n×n order parameters are 1×1 and K_R = [Q(K − μμᵀ) + μμᵀ/(1+Q̄)]/λ1 — and
     (b) when available, between the independent CNN, LCN and FC programs of
-    :mod:`derivations.action`, evaluated on the same symbols. (That K_11 equals the FC kernel
+    :mod:`derivations.action`, evaluated on the same symbols (``action_module``: "symbolic"
+    data, the seeded "rational" data of ``action_explicit``, or "none"). (That K_11 equals the FC kernel
     when the patch is the whole input, C_11 = x·x'/(λ0 N0), is a property of the geometry and is
     checked numerically in ``tests/test_symbolic_limits.py``.)"""
     dc = explicit_data("cnn", 1, P, zero_mean)
@@ -376,10 +383,11 @@ def cnn_n1_equals_fc(P: int = 2, zero_mean: bool = True) -> Step:
         from derivations.action import action_explicit
     except ImportError:     # pragma: no cover - written concurrently
         action_explicit = None
-    if action_explicit is not None:
-        S_fc, env_f = action_explicit("fc", 1, P, zero_mean)
+    if action_explicit is not None and action_module != "none":
+        sym = _action_module_mode(action_module)
+        S_fc, env_f = action_explicit("fc", 1, P, zero_mean, symbolic=sym)
         for arch in ("cnn", "lcn"):
-            S_a, env_a = action_explicit(arch, 1, P, zero_mean)
+            S_a, env_a = action_explicit(arch, 1, P, zero_mean, symbolic=sym)
             rep = {}
             if arch == "cnn":
                 rep[env_a["Q"][0, 0]] = env_f["Q"]
@@ -389,9 +397,9 @@ def cnn_n1_equals_fc(P: int = 2, zero_mean: bool = True) -> Step:
                 rep[env_a["q"][0, 0]] = env_f["Q"]
                 if not zero_mean:
                     rep[env_a["qbar"][0, 0]] = env_f["Qbar"]
-            _require(symbolic_equal(S_a.xreplace(rep), S_fc, gens=list(df.y)),
+            _require(symbolic_equal(S_a.xreplace(rep), S_fc, gens=list(df.y) if sym else ()),
                      f"derivations.action {arch}(n=1) ≠ fc")
-        checked.append("derivations.action: cnn(n=1) = lcn(n=1) = fc programs")
+        checked.append(f"derivations.action ({action_module} data): cnn(n=1) = lcn(n=1) = fc")
     return Step("n=1", "A mask covering the input: CNN = LCN = FC",
                 r"With one patch the order parameters are scalars and "
                 r"$K_R=[Q(K-\mu\mu^\top)+\mu\mu^\top/(1+\bar Q)]/\lambda_1$, the FC kernel:",
@@ -400,13 +408,22 @@ def cnn_n1_equals_fc(P: int = 2, zero_mean: bool = True) -> Step:
                 checked=checked, derived=Sc, expected=Sf)
 
 
-def cnn_diagonal_equals_lcn(n: int = 2, P: int = 2, zero_mean: bool = True) -> Step:
+def _action_module_mode(mode: str) -> bool:
+    if mode not in ("symbolic", "rational"):
+        raise ValueError(f"action_module must be 'symbolic', 'rational' or 'none', got {mode!r}")
+    return mode == "symbolic"
+
+
+def cnn_diagonal_equals_lcn(n: int = 2, P: int = 2, zero_mean: bool = True,
+                            action_module: str = "symbolic") -> Step:
     r"""CNN action with Q, Q̄ restricted to diagonal matrices = LCN action (THEORY §5.6).
 
     Setting Q_ij = Q̄_ij = 0 for i ≠ j in the CNN action (which holds every block K_ij) removes
     every cross-patch block K_ij, i ≠ j (checked on the free symbols) and every cross mean term
     μ_iμ_jᵀ ((𝟙+Q̄)⁻¹ is then diagonal), leaving exactly the LCN action. Checked on the THEORY
-    formulas and, when available, between the CNN and LCN programs of :mod:`derivations.action`.
+    formulas and, when available, between the CNN and LCN programs of :mod:`derivations.action`
+    (``action_module``: "symbolic" data, the seeded "rational" data of ``action_explicit`` —
+    the same K_ii, μ, y for both, drawn from one seed — or "none").
     """
     dc = explicit_data("cnn", n, P, zero_mean)
     dl = explicit_data("lcn", n, P, zero_mean)
@@ -427,18 +444,22 @@ def cnn_diagonal_equals_lcn(n: int = 2, P: int = 2, zero_mean: bool = True) -> S
         from derivations.action import action_explicit
     except ImportError:     # pragma: no cover - written concurrently
         action_explicit = None
-    if action_explicit is not None:
-        S_c, env_c = action_explicit("cnn", n, P, zero_mean)
-        S_l, env_l = action_explicit("lcn", n, P, zero_mean)
+    if action_explicit is not None and action_module != "none":
+        sym = _action_module_mode(action_module)
+        S_c, env_c = action_explicit("cnn", n, P, zero_mean, symbolic=sym)
+        S_l, env_l = action_explicit("lcn", n, P, zero_mean, symbolic=sym)
+        _require(all(env_c["K"][(i, i)] == env_l["K"][(i, i)] for i in range(n)) and
+                 env_c["mu"] == env_l["mu"] and env_c["y"] == env_l["y"], "different data")
         rep = {}
         for i in range(n):
             for j in range(i, n):
                 rep[env_c["Q"][i, j]] = env_l["q"][i, 0] if i == j else 0
                 if not zero_mean:
                     rep[env_c["Qbar"][i, j]] = env_l["qbar"][i, 0] if i == j else 0
-        _require(symbolic_equal(S_c.xreplace(rep), S_l, gens=list(dl.y)),
+        _require(symbolic_equal(S_c.xreplace(rep), S_l, gens=list(dl.y) if sym else ()),
                  "derivations.action cnn(diag) ≠ lcn")
-        checked.append("derivations.action: cnn program at diagonal Q = lcn program")
+        checked.append(f"derivations.action ({action_module} data): cnn program at diagonal "
+                       "Q = lcn program")
     return Step("diag", "CNN with diagonal Q is the LCN",
                 r"Restricting $Q,\bar Q$ to diagonal matrices switches off every cross-patch "
                 r"block $K_{ij}$, $i\neq j$: what remains is the LCN action, which only "
