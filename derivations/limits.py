@@ -276,6 +276,12 @@ def linear_fc_closed_form(alpha, lambda1_, r, N_):
     """Q* = [(1 − α) + √((1 − α)² + 4 λ1 r/N)]/2, r = yᵀK⁻¹y (THEORY §5.4), NumPy/SymPy."""
     if isinstance(alpha, sp.Basic) or isinstance(r, sp.Basic):
         return ((1 - alpha) + sp.sqrt((1 - alpha)**2 + 4 * lambda1_ * r / N_)) / 2
+    for value, name in ((alpha, "alpha"), (lambda1_, "lambda1"), (N_, "N")):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value}")
+    if not np.isfinite(r) or r < 0:
+        raise ValueError(f"r = yᵀK⁻¹y must be >= 0 (K positive definite), got {r}; "
+                         "is K singular (P > rank K)?")
     return ((1 - alpha) + np.sqrt((1 - alpha)**2 + 4 * lambda1_ * r / N_)) / 2
 
 

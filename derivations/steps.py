@@ -24,6 +24,13 @@ means. Symbol names match :mod:`derivations.action` (``K{i}{j}_{a}{b}``, ``mu_{i
 ``Q_{ij}``, ``Qbar_{ij}``, indices from 0), so the two modules' explicit expressions can be
 compared symbol for symbol.
 
+Sizes verified (tests/test_derivation_steps.py unless noted; seconds on the shared 2-core box):
+steps 2–3 for any size (lemma) and explicitly for P ≤ 3, N·n ≤ 4; step 5 for n = 1, 2 with a
+full symbolic covariance and n ≤ 3 diagonal (n = 3 full also passes, ≈10 s, not in the suite);
+steps 6 and 8 for FC, LCN and CNN at n = 2, P = 2 (CNN n = 3 passes in ≈5 s); step 7 for
+P = 1, 2, 3; Q̄ elimination for n = 1, 2, 3; saddle-point equations for zero mean up to n = 3
+(P ≤ 3), non-zero mean up to n = 2 (n = 3 takes minutes of rational cancellation).
+
 The Gaussian-equivalence step (5) is an *assumption*, not a theorem; see
 :func:`step5_gaussian_equivalence` and :mod:`derivations.gaussian_equivalence` for what is and is
 not exact about it.
@@ -36,13 +43,14 @@ from functools import lru_cache
 import sympy as sp
 
 __all__ = [
-    "T", "N", "lambda1", "lambda0", "DerivationError", "Step", "ExplicitData",
-    "symbolic_equal", "compare_with_action_module", "gaussian_lemma", "gaussian_integrate", "unit_mean_symbolic",
+    "T", "N", "lambda1", "lambda0", "DerivationError", "Step", "tex", "ExplicitData",
+    "GAUSSIAN_EQUIVALENCE_ASSUMPTION", "symbolic_equal", "compare_with_action_module",
+    "gaussian_lemma", "gaussian_integrate", "gaussian_average_formula", "unit_mean_symbolic",
     "explicit_data", "theory_K_R", "theory_action", "theory_action_zero_mean",
     "theory_gradients", "step1_fourier_delta", "step2_readout", "step3_outputs",
-    "step4_channel_factorization", "step5_gaussian_equivalence", "step5_moments",
+    "step4_channel_factorization", "step5_moments", "step5_gaussian_equivalence",
     "step6_order_parameters", "step7_sbar_integral", "step8_action", "eliminate_Qbar",
-    "saddle_point_equations", "saddle_point_bruteforce", "data_term_gradient", "derive", "GAUSSIAN_EQUIVALENCE_ASSUMPTION",
+    "data_term_gradient", "saddle_point_equations", "saddle_point_bruteforce", "derive",
 ]
 
 # The same Symbols as derivations.action (same names and assumptions ⇒ equal in SymPy).
@@ -83,8 +91,28 @@ class Step:
 
     def latex(self) -> str:
         """The step's equations as one LaTeX ``aligned`` block."""
-        rows = [f"{sp.latex(l)} &= {sp.latex(r)}" for l, r in self.equations]
+        rows = [f"{tex(l)} &= {tex(r)}" for l, r in self.equations]
         return r"\begin{aligned}" + r"\\ ".join(rows) + r"\end{aligned}"
+
+    def markdown(self) -> str:
+        """Title, explanation, the equations (display math) and what was verified."""
+        checks = "\n".join(f"- verified: {c}" for c in self.checked)
+        return (f"**Step {self.number}: {self.title}.** {self.text}\n\n"
+                f"$$\n{self.latex()}\n$$\n\n{checks}")
+
+    def _repr_markdown_(self):
+        return self.markdown()
+
+
+def tex(x) -> str:
+    """LaTeX of a SymPy object; Symbols whose names are already LaTeX (they contain a
+    backslash, a brace, a space or a parenthesis) are printed verbatim."""
+    if isinstance(x, str):
+        return x
+    x = sp.sympify(x)
+    raw = {s: s.name for s in x.free_symbols
+           if isinstance(s, sp.Symbol) and any(c in s.name for c in "\\{ (")}
+    return sp.latex(x, symbol_names=raw)
 
 
 # ------------------------------------------------------------------------------------------
@@ -584,7 +612,6 @@ def step4_channel_factorization(kind: str = "cnn", P: int = 2, n: int = 2, chann
                 ti = (sbar.T * phi[(a, i)])[0, 0]**2
                 _require((ti.free_symbols & allw) == w[(a, i)].free_symbols,
                          "LCN patch term depends on other patches")
-    q = sp.Symbol(r"|q|^2")
     return Step(
         "4", "Average over first-layer weights: factorization over channels",
         r"The exponent is a sum over channels $a$ of terms that involve only that channel's "
@@ -697,8 +724,6 @@ def step5_gaussian_equivalence(n: int = 2, diagonal: bool = False) -> Step:
         _require(sp.cancel(prod_sq - want_sq) == 0 and _same_polynomial(prod_E, want_E, list(m)),
                  "LCN product over patches")
         checked.append("equals the product of n one-patch averages")
-    Cs = sp.MatrixSymbol("C", n, n)
-    ms = sp.MatrixSymbol("m", n, 1)
     return Step(
         "5", "Gaussian equivalence" + (" (LCN: diagonal covariance)" if diagonal else ""),
         GAUSSIAN_EQUIVALENCE_ASSUMPTION +
@@ -800,7 +825,6 @@ def step7_sbar_integral(P: int = 2) -> Step:
     want = -(y.T * _inv(A) * y)[0, 0] / 2
     _require(_same_polynomial(gi.exponent, want, list(y)), "s̄ exponent")
     As = sp.MatrixSymbol("A", P, P)
-    ys = sp.MatrixSymbol("y", P, 1)
     return Step(
         "7", "Integrate the conjugate variables s̄",
         r"At fixed $(Q,\bar Q)$ the exponent is quadratic in $\bar s$ with matrix "
@@ -871,13 +895,21 @@ def compare_with_action_module(kind: str, n: int, P: int, zero_mean: bool,
     """The S derived here equals :func:`derivations.action.action_explicit` on the same data.
 
     ``symbolic=True``: every entry of K, μ, y is a Symbol (the two modules name them alike);
-    ``symbolic=False``: the data are the seeded random rationals of ``action_explicit`` and only
-    Q, Q̄, T, N, λ1 stay symbolic. Zero mean compares S(Q) after the Q̄ elimination (both drop
+    ``symbolic=False``: K and μ are the seeded random rationals of ``action_explicit`` (a valid
+    kernel) and Q, Q̄, y, T, N, λ1 stay symbolic. Zero mean compares S(Q) after the Q̄ elimination (both drop
     the constant −n). Raises ImportError when the module is missing, DerivationError on a mismatch.
     """
-    from derivations.action import action_explicit
-    other, env = action_explicit(kind, n, P, zero_mean, symbolic=symbolic, seed=seed)
+    from derivations import action as am
+    other, env = am.action_explicit(kind, n, P, zero_mean, symbolic=symbolic, seed=seed)
     d = explicit_data(kind, n, P, zero_mean)
+    if not symbolic:
+        # keep the labels symbolic (the data term is then compared coefficient by coefficient
+        # in y, which keeps every cancellation small): re-evaluate the same program of
+        # derivations.action on the same rational K, μ with y symbolic
+        env = dict(env, y=d.y)
+        prog = {"fc": am.fc_program, "lcn": am.lcn_program, "cnn": am.cnn_program}[kind](
+            zero_mean)
+        other = am.explicit(prog.expanded("S"), env)
     K = env["K"] if kind != "fc" else {(0, 0): env["K"]}
     mu = env["mu"] if kind != "fc" else env["m0"].T
     d = ExplicitData(kind, n, P, zero_mean, K, mu, env["y"], d.Q, d.Qbar)
@@ -885,8 +917,7 @@ def compare_with_action_module(kind: str, n: int, P: int, zero_mean: bool,
         mine = eliminate_Qbar(d).derived
     else:
         mine = step8_action(d).derived
-    gens = [x for x in d.y if isinstance(x, sp.Symbol)]
-    _require(symbolic_equal(mine, other, gens=gens),
+    _require(symbolic_equal(mine, other, gens=list(d.y)),
              f"{kind} n={n} P={P} zero_mean={zero_mean}: S ≠ derivations.action")
     return True
 
