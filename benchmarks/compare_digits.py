@@ -6,7 +6,7 @@ and 400 (FC at N ≤ 50 is expected to disagree: the proportional-limit theory i
 result). Sampler: MALA (Metropolis-adjusted Langevin, exact), η = 0.02, 4 chains × 40 000 steps,
 burn-in 5 000, thinning 20, float32, one CPU thread.
 
-    /work/venv/bin/python benchmarks/compare_digits.py [--out DIR] [extra kren-compare flags]
+    python benchmarks/compare_digits.py [--out DIR] [extra kren-compare flags]
 
 Writes DIR/compare.json, table.md, compare.png, similarity.png (default
 benchmarks/results/compare_digits) and prints the table with the total wall time.

@@ -1,6 +1,6 @@
 """Write notebooks/04_theory_vs_sampling.ipynb (and, with --execute, run it in place).
 
-    /work/venv/bin/python notebooks/build_04_theory_vs_sampling.py [--execute]
+    python notebooks/build_04_theory_vs_sampling.py [--execute]
 
 The notebook runs a tiny configuration (well under a minute on two CPU cores); the full-size
 numbers come from benchmarks/compare_digits.py, whose saved table it shows when present.

@@ -4,7 +4,7 @@
     notebooks/02_cnn_local_renormalization.ipynb
     notebooks/03_lcn_and_limits.ipynb
 
-    /work/venv/bin/python notebooks/build_derivation_notebooks.py [--no-execute] [01 02 03]
+    python notebooks/build_derivation_notebooks.py [--no-execute] [01 02 03]
 
 Each notebook steps through the derivation with SymPy (rendered LaTeX at every step, checked by
 an ``assert`` that fails if a step is wrong) and ends with a small numeric solve on the digits
