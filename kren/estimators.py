@@ -25,7 +25,7 @@ import numpy as np
 
 from . import kernels as _kernels
 from .architecture import Architecture, check_positive
-from .linalg import cho_factor, cho_solve, single_blas_thread
+from .linalg import cho_factor, cho_solve
 from .solvers import (ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc,
                       newton_solve)
 
@@ -226,11 +226,7 @@ class _Estimator:
                                         method="exact")
             cho = z = None
         else:
-            # One BLAS thread for the whole solve: its passes over the kernel tensor are
-            # memory-bound, and on two shared cores OpenBLAS's spinning threads made the
-            # Cholesky and Hessian products 3–25× slower (benchmarks/bench_solver.py).
-            with single_blas_thread():
-                Q, Qbar, self.result_, cho, z = self._solve(Q0)
+            Q, Qbar, self.result_, cho, z = self._solve(Q0)
         self._set_solution(Q, Qbar, cho, z)
         if not self.result_.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {self.result_.message}",

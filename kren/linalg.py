@@ -150,8 +150,15 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     With K̃_p = K_ij + K_ijᵀ (i < j) or K_ii (the derivative of Σ_ij Q_ij K_ij along the
     symmetric basis matrix of pair p), and F_p = A⁻¹K̃_p,
         T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q) = ⟨F_p, F_qᵀ⟩,   T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z.
-    One GEMM of A⁻¹ (from the Cholesky factor) with all K̃_p side by side, and one Gram product.
+    One GEMM of A⁻¹ (from the Cholesky factor) with all K̃_p side by side, and one Gram product,
+    on one BLAS thread: on two cores, threaded products gained 1.5× when idle but were 6× slower
+    when another process held a core (benchmarks/bench_solver.py).
     """
+    with single_blas_thread():
+        return _pair_hessian_terms(blocks, pairs, cho, z)
+
+
+def _pair_hessian_terms(blocks, pairs, cho, z):
     Ainv = cho_inverse(cho)
     n_p, P = blocks.shape[0], blocks.shape[1]
     Kcat = np.empty((P, n_p, P))                                 # Kcat[:, p, :] = K̃_p
