@@ -285,20 +285,18 @@ class _Estimator:
         budget = _kernels.get_memory_budget() if self.memory_budget is None else self.memory_budget
         return int(max(1, min(4096, min(budget // 4, 512 * 2**20) // per_row)))
 
-    def _cross_parts(self, X1, X2):
-        """Renormalized kernel between X1 and X2 (rows chunked), via the generated code."""
+    def _cross_chunks(self, X1, X2, mu2):
+        """Yield (rows, mu1, k_R) with k_R = K_R(X1[rows], X2) from the generated code, X1 in
+        chunks so that the test×train kernel tensor of one chunk fits the memory budget."""
         gen = _generated(self._kind)
-        arch = self.arch_
         Qa, Qba = self._gen_args(self.Q_, self.Qbar_)
-        mu2 = _kernels.unit_means(arch, X2)
-        out = np.empty((X1.shape[0], X2.shape[0]))
         step = self._chunk()
         for s in range(0, X1.shape[0], step):
             part = X1[s:s + step]
-            Kx = self._cross_tensor(part, X2)
-            mu1 = _kernels.unit_means(arch, part)
-            out[s:s + step] = gen.renormalized_cross_kernel(Qa, Qba, Kx, mu1, mu2, arch.lambda1)
-        return out
+            mu1 = _kernels.unit_means(self.arch_, part)
+            kR = gen.renormalized_cross_kernel(Qa, Qba, self._cross_tensor(part, X2), mu1, mu2,
+                                               self.arch_.lambda1)
+            yield slice(s, s + step), mu1, np.asarray(kR, dtype=np.float64)
 
     def _cross_tensor(self, X1, X2):
         return _cached_cross(self.arch_, X1, X2, np.dtype(self.dtype), self.memory_budget,
@@ -312,34 +310,28 @@ class _Estimator:
         self._check_fitted(allow_unconverged=True)
         A = self.arch_.check_data(X1, "X1")
         B = A if X2 is None else self.arch_.check_data(X2, "X2")
-        K = self._cross_parts(A, B)
+        K = np.empty((A.shape[0], B.shape[0]))
+        for rows, _, kR in self._cross_chunks(A, B, _kernels.unit_means(self.arch_, B)):
+            K[rows] = kR
         return 0.5 * (K + K.T) if X2 is None else K
 
     def predict(self, X, return_var: bool = False, allow_unconverged: bool = False):
         """Predictor mean ⟨f0⟩ = k_Rᵀ A⁻¹ y and, with ``return_var``, σ0² = K_R(x0,x0) − k_Rᵀ A⁻¹ k_R."""
         self._check_fitted(allow_unconverged)
         gen, pred = _generated(self._kind), _predictor()
-        arch = self.arch_
-        X = arch.check_data(X, "X")
+        X = self.arch_.check_data(X, "X")
         Qa, Qba = self._gen_args(self.Q_, self.Qbar_)
-        mu_train = self.kernels_.mu.astype(np.float64)
         mean = np.empty(X.shape[0])
         var = np.empty(X.shape[0])
-        step = self._chunk()
-        for s in range(0, X.shape[0], step):
-            part = X[s:s + step]
-            mu0 = _kernels.unit_means(arch, part)
-            kR = gen.renormalized_cross_kernel(Qa, Qba, self._cross_tensor(part, self.X_train_),
-                                               mu0, mu_train, arch.lambda1)
-            kR00 = gen.renormalized_test_diagonal(Qa, Qba, self._diag_tensor(part), mu0,
-                                                  arch.lambda1)
-            m, v = pred.predictor_moments(np.asarray(kR, dtype=np.float64), kR00, self.cho_, self.z_)
-            mean[s:s + step], var[s:s + step] = m, v
+        mu_train = self.kernels_.mu.astype(np.float64)
+        for rows, mu0, kR in self._cross_chunks(X, self.X_train_, mu_train):
+            kR00 = gen.renormalized_test_diagonal(Qa, Qba, self._diag_tensor(X[rows]), mu0,
+                                                  self.arch_.lambda1)
+            mean[rows], var[rows] = pred.predictor_moments(kR, kR00, self.cho_, self.z_)
         return (mean, var) if return_var else mean
 
     def test_error(self, X, y, allow_unconverged: bool = False) -> TestError:
         """ε = ⟨(y0 − f0)²⟩ = (y0 − ⟨f0⟩)² + σ0², averaged over the test set (THEORY §4)."""
-        X = self.arch_.check_data(X, "X") if hasattr(self, "arch_") else X
         mean, var = self.predict(X, return_var=True, allow_unconverged=allow_unconverged)
         y = _check_y(y, mean.shape[0])
         bias2 = float(np.mean((y - mean) ** 2))
