@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .activations import ZERO_MEAN, check_activation
+from . import activations as _activations
+from .activations import Activation
 from .geometry import PatchGeometry
 from .linalg import diag_pairs, triu_pairs
 
@@ -50,15 +51,17 @@ class Architecture:
     mask: tuple | int | None = None
     stride: tuple | int | None = None
     padding: str = "valid"
-    activation: str = "erf"
+    activation: str | Activation = "erf"
     lambda0: float = 1.0
     lambda1: float = 1.0
     geometry: PatchGeometry | None = field(init=False, default=None, compare=False, repr=False)
+    act: Activation | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        check_activation(self.activation)
+        object.__setattr__(self, "act", _activations.get(self.activation))
+        object.__setattr__(self, "activation", _activations.canonical(self.act))
         object.__setattr__(self, "lambda0", check_positive(self.lambda0, "lambda0"))
         object.__setattr__(self, "lambda1", check_positive(self.lambda1, "lambda1"))
         shape = self.input_shape
@@ -108,8 +111,9 @@ class Architecture:
 
     @property
     def zero_mean(self) -> bool:
-        """True for erf and linear: μ = 0 and Q̄ is eliminated (THEORY §3)."""
-        return ZERO_MEAN[self.activation]
+        """True when the activation's unit mean vanishes (erf, linear, tanh): μ = 0 and Q̄ is
+        eliminated (THEORY §3)."""
+        return self.act.zero_mean
 
     @property
     def pairs(self) -> np.ndarray:
@@ -136,7 +140,7 @@ class Architecture:
         return build_network(self, N, **kw)
 
     def describe(self) -> dict:
-        d = {"kind": self.kind, "activation": self.activation,
+        d = {"kind": self.kind, "activation": self.act.key,
              "lambda0": self.lambda0, "lambda1": self.lambda1, "padding": self.padding}
         if self.geometry is not None:
             d.update(self.geometry.describe())

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels as _kernels
+from .activations import Activation
 from .architecture import Architecture, check_positive
 from .linalg import cho_factor, cho_solve
 from .solvers import (ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc,
@@ -391,6 +392,8 @@ def _jsonable(obj):
         return int(obj)
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
+    if isinstance(obj, Activation):
+        return obj.key                  # load() resolves it through the activation registry
     return obj
 
 

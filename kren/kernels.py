@@ -134,14 +134,14 @@ def _prepare(arch, X, dtype, name="X"):
     return np.ascontiguousarray(patches.transpose(1, 0, 2)), var
 
 
-def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale):
+def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale):
     """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
     def work(p):
         i, j = pairs[p]
         blk = out[p]
         np.matmul(Z1[i], Z2[j].T, out=blk)
         blk *= scale
-        activations.kernel_inplace(activation, blk, var1[i], var2[j])
+        act.kernel_inplace(blk, var1[i], var2[j])
     n_threads = min(_threads(), len(pairs))
     if n_threads == 1:
         for p in range(len(pairs)):
@@ -177,10 +177,10 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
     check_memory(need, f"train×train kernel tensor ({len(pairs)} blocks of {P}×{P}, {dtype})",
                  memory_budget)
     Z, var = _prepare(arch, Xc, dtype)
-    act = "linear" if covariance else arch.activation
+    act = activations.LINEAR if covariance else arch.act
     out = np.empty((len(pairs), P, P), dtype=dtype)
     _fill_blocks(act, out, Z, Z, var, var, pairs, 1.0 / (arch.lambda0 * arch.M))
-    mu = activations.unit_mean(act, var).astype(dtype, copy=False)
+    mu = act.mean(var).astype(dtype, copy=False)
     return KernelTensor(out, pairs, n, mu, var)
 
 
@@ -208,7 +208,7 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
         ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
     out = np.empty((n_blocks, A.shape[0], B.shape[0]), dtype=dtype)
-    act = "linear" if covariance else arch.activation
+    act = activations.LINEAR if covariance else arch.act
     _fill_blocks(act, out, Z1, Z2, v1, v2, pairs, 1.0 / (arch.lambda0 * arch.M))
     return out if diagonal else out.reshape(n, n, A.shape[0], B.shape[0])
 
@@ -217,7 +217,7 @@ def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     """μ_i(x) for every patch and sample, shape (n, P)."""
     arch = arch.with_input(X)
     _, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))
-    return activations.unit_mean(arch.activation, var)
+    return arch.act.mean(var)
 
 
 def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
@@ -229,11 +229,11 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
     arch = arch.with_input(X)
     Z, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))       # (n, P, M), (n, P)
     if diagonal:
-        return var.copy() if covariance else activations.kernel(arch.activation, var, var, var)
+        return var.copy() if covariance else arch.act.kernel(var, var, var)
     C = np.einsum("ipm,jpm->ijp", Z, Z) / (arch.lambda0 * arch.M)
     if covariance:
         return C
-    return activations.kernel(arch.activation, C, var[:, None, :], var[None, :, :])
+    return arch.act.kernel(C, var[:, None, :], var[None, :, :])
 
 
 test_diagonal.__test__ = False   # a public API name, not a pytest test when imported into one
@@ -272,7 +272,7 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
         for i in range(n):
             np.matmul(Z[i], Z[i].T, out=blk)
             blk *= 1.0 / (arch.lambda0 * arch.M)
-            activations.kernel_inplace(arch.activation, blk, var[i], var[i])
+            arch.act.kernel_inplace(blk, var[i], var[i])
             K += blk
         K = 0.5 * (K + K.T)
         return K / (arch.lambda1 * n)
@@ -284,6 +284,6 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
     for i in range(n):
         np.matmul(Z1[i], Z2[i].T, out=blk)
         blk *= 1.0 / (arch.lambda0 * arch.M)
-        activations.kernel_inplace(arch.activation, blk, v1[i], v2[i])
+        arch.act.kernel_inplace(blk, v1[i], v2[i])
         K += blk
     return K / (arch.lambda1 * n)
