@@ -153,7 +153,8 @@ class Activation:
 
         K and μ come from :class:`kren.quadrature.HermiteExpansion` (relative accuracy about
         ``tol`` for smooth σ; a :class:`kren.quadrature.QuadratureWarning` says where not).
-        ``sigma_torch``: σ on PyTorch tensors (needed only by sampled networks);
+        ``sigma_torch``: σ on PyTorch tensors (needed only by sampled networks; checked against
+        σ on a probe grid at its first use);
         ``sigma_prime_torch``: σ′ (default: autograd of ``sigma_torch``); ``sigma_prime_torch_``:
         an in-place σ′ (default: out of place, copied); ``sympy``: h ↦ SymPy expression;
         ``zero_mean``: None decides it (μ(a) = 0 to round-off for 13 variances 2^-6 … 2^6),
@@ -366,8 +367,7 @@ class _FunctionActivation(Activation):
         digest.update(f"|zero_mean={self.zero_mean}|tol={float(tol)!r}|max_nodes={int(max_nodes)}"
                       .encode())
         self._key = f"{name}:{digest.hexdigest()[:16]}"
-        if sigma_torch is not None:
-            self._check_torch(values)
+        self._torch_checked = False             # checked on first use: importing torch is slow
 
     # ------------------------------------------------------------------ σ
     def sigma(self, h):
@@ -389,6 +389,17 @@ class _FunctionActivation(Activation):
     @property
     def has_torch(self) -> bool:
         return self._sigma_torch is not None
+
+    def require_torch(self) -> "Activation":
+        """As :meth:`Activation.require_torch`; the first call also checks that ``sigma_torch``
+        (and ``sigma_prime_torch``) agree with σ (and its derivative) on the probe grid."""
+        super().require_torch()
+        if not self._torch_checked:
+            with self._lock:
+                if not self._torch_checked:
+                    self._check_torch(self.sigma(_PROBE))
+                    self._torch_checked = True
+        return self
 
     def sigma_torch(self, h):
         self.require_torch()
@@ -413,10 +424,7 @@ class _FunctionActivation(Activation):
 
     def _check_torch(self, values):
         """sigma_torch (and sigma_prime_torch) must agree with sigma on the probe grid."""
-        try:
-            import torch
-        except ImportError:                    # the nn extra is absent: checked when sampling
-            return
+        import torch
         h = torch.as_tensor(_PROBE, dtype=torch.float64)
         t = self._sigma_torch(h)
         if not torch.is_tensor(t) or tuple(t.shape) != h.shape:
@@ -481,23 +489,27 @@ class _FunctionActivation(Activation):
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, Activation] = {}
+_BUILTIN_NAMES: set[str] = set()
 
 
-def register(activation: Activation, replace: bool = False) -> Activation:
+def register(activation: Activation, replace: bool = False, builtin: bool = False) -> Activation:
     """Make ``activation`` resolvable by name (``get(name)``); returns it.
 
-    A name already registered for a different σ raises unless ``replace=True`` (built-ins can
-    never be replaced).
+    A name already registered for a different σ raises unless ``replace=True``; the activations
+    kren ships (``builtin=True``, registered below) can never be replaced.
     """
     if not isinstance(activation, Activation):
         raise TypeError(f"register needs an Activation, got {type(activation).__name__}")
     old = _REGISTRY.get(activation.name)
     if old is not None and old != activation:
-        if isinstance(old, _Builtin) or not replace:
+        shipped = old.name in _BUILTIN_NAMES
+        if shipped or not replace:
             raise ValueError(f"activation name {activation.name!r} is already registered "
                              f"({old.key}); choose another name"
-                             + ("" if isinstance(old, _Builtin) else " or pass replace=True"))
+                             + ("" if shipped else " or pass replace=True"))
     _REGISTRY[activation.name] = activation
+    if builtin:
+        _BUILTIN_NAMES.add(activation.name)
     return activation
 
 
@@ -536,7 +548,7 @@ def canonical(activation):
 
 
 for _a in (ERF, RELU, LINEAR):
-    register(_a)
+    register(_a, builtin=True)
 
 
 # ---------------------------------------------------------------------- by-name wrappers

@@ -244,10 +244,14 @@ def test_user_sigma_in_the_sampler():
     (0.5 * ((out - y) ** 2).sum()).backward()
     np.testing.assert_allclose(gW.numpy(), net.W.grad.numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(gv.numpy(), net.v.grad.numpy(), rtol=0, atol=1e-12)
-    # a σ′ that is not the derivative of σ is refused
+    # a σ′ that is not the derivative of σ, or a torch σ that is not σ, is refused when used
+    bad = Activation.from_function(np.sin, "sine", sigma_torch=lambda h: h.sin(),
+                                   sigma_prime_torch=lambda h: h.sin())
     with pytest.raises(ValueError, match="sigma_prime_torch differs"):
-        Activation.from_function(np.sin, "sine", sigma_torch=lambda h: h.sin(),
-                                 sigma_prime_torch=lambda h: h.sin())
+        build_network(kren.Architecture("fc", input_shape=3, activation=bad), 2)
+    bad = Activation.from_function(np.tanh, "t2", sigma_torch=lambda h: h.sin())
+    with pytest.raises(ValueError, match="sigma_torch differs from sigma"):
+        bad.sigma_torch(torch.zeros(3))
 
 
 def test_fit_with_registered_user_sigma_saves_and_loads(registry, square, tmp_path):
