@@ -122,15 +122,22 @@ def _node_sequence(max_nodes: int) -> list:
     return seq + [int(max_nodes)]
 
 
-class _Level:
-    """The rule of one octave: n nodes (pruned: x, w), K_s coefficients, estimated error."""
+_PHI_KEEP = 1 << 20       # Φ matrices up to this many entries (8 MiB) are kept with their rule
 
-    __slots__ = ("n", "K", "x", "sw", "error", "converged")
+
+class _Level:
+    """The rule of one octave: n nodes (pruned: x, w), K_s coefficients, estimated error, and
+    (when small) the matrix Φ (K_s, nodes) of its Hermite transform."""
+
+    __slots__ = ("n", "K", "x", "sw", "error", "converged", "phi")
 
     def __init__(self, n, K, error, converged):
         self.n, self.K, self.error, self.converged = n, K, error, converged
         self.x, w = gauss_hermite(n)
         self.sw = np.sqrt(w)
+        self.phi = None
+        if K * self.x.size <= _PHI_KEEP:
+            self.phi = np.concatenate([F for _, F in _hermite_rows(self.x, self.sw, K)])
 
 
 class HermiteExpansion:
@@ -163,12 +170,15 @@ class HermiteExpansion:
                              f"{float(h[bad].flat[0]):g} (needed by the Gaussian quadrature)")
         return s
 
-    def _expand(self, a: np.ndarray, x, sw, K):
-        """Coefficients A (m, K) and S = E σ² (m,) with the rule (x, sw)."""
+    def _expand(self, a: np.ndarray, x, sw, K, phi=None):
+        """Coefficients A (m, K) and S = E σ² (m,) with the rule (x, sw) (Φ given or streamed)."""
         S = self._values(a, x) * sw[None, :]
-        A = np.empty((a.size, K))
-        for k0, F in _hermite_rows(x, sw, K):
-            A[:, k0:k0 + F.shape[0]] = S @ F.T
+        if phi is not None:
+            A = S @ phi.T
+        else:
+            A = np.empty((a.size, K))
+            for k0, F in _hermite_rows(x, sw, K):
+                A[:, k0:k0 + F.shape[0]] = S @ F.T
         return A, np.einsum("mi,mi->m", S, S)
 
     def _calibrate(self, j: int) -> _Level:
@@ -241,7 +251,7 @@ class HermiteExpansion:
         S = np.empty(a.size)
         for j, idx in groups.items():
             lv = lev[j]
-            Aj, Sj = self._expand(a[idx], lv.x, lv.sw, lv.K)
+            Aj, Sj = self._expand(a[idx], lv.x, lv.sw, lv.K, lv.phi)
             A[idx, :lv.K] = Aj
             S[idx] = Sj
         return A, _normalized_tails(A, S), S
