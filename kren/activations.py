@@ -17,14 +17,16 @@ never produces NaN when round-off pushes it past ±1:
 - erf:  arcsin(u/√D) = arctan2(u, √max(D − u², 0)),  u = 2c, D = (1 + 2a)(1 + 2b)
 - relu: θ = arctan2(√max(ab − c², 0), c),  K = (√max(ab − c², 0) + (π − θ) c) / (2π)
 
-Any other elementwise σ (:meth:`Activation.from_function`) gets K and μ from the Gauss–Hermite
-expansion and Mehler's formula of :mod:`kren.quadrature` (accuracy and node counts there).
+Any other elementwise σ (:meth:`Activation.from_function`) gets K and μ from the
+Gauss–Hermite expansion and Mehler's formula of :mod:`kren.quadrature`, where its accuracy
+and node counts are stated.
 
-Identity: built-ins are equal by name. A user σ is keyed by ``name:fingerprint``, the fingerprint
-a SHA-256 of σ on a fixed grid of 401 points in [−20, 20] (12 significant digits, so last-ulp
-differences between machines do not matter), of its declared zero-mean flag and of its
-quadrature settings: a changed function gets a new key, so caches keyed on
-``Architecture.describe()`` never mix two functions that share a name.
+Identity: the activations kren ships (erf, relu, linear) are equal by
+name. A user σ is keyed by ``name:fingerprint``, the fingerprint a SHA-256 of σ on a fixed
+grid of 401 points in [−20, 20] (12 significant digits, so last-ulp differences between
+machines do not matter), of its declared zero-mean flag and of its quadrature settings: a
+changed function gets a new key, so caches keyed on ``Architecture.describe()`` never mix
+two functions that share a name.
 """
 from __future__ import annotations
 
@@ -510,6 +512,8 @@ def register(activation: Activation, replace: bool = False, builtin: bool = Fals
     _REGISTRY[activation.name] = activation
     if builtin:
         _BUILTIN_NAMES.add(activation.name)
+        if isinstance(activation, _FunctionActivation):
+            activation._key = activation.name        # shipped: fixed code, keyed by its name
     return activation
 
 
