@@ -17,11 +17,11 @@ never produces NaN when round-off pushes it past ±1:
 - erf:  arcsin(u/√D) = arctan2(u, √max(D − u², 0)),  u = 2c, D = (1 + 2a)(1 + 2b)
 - relu: θ = arctan2(√max(ab − c², 0), c),  K = (√max(ab − c², 0) + (π − θ) c) / (2π)
 
-Any other elementwise σ (:meth:`Activation.from_function`) gets K and μ from the
-Gauss–Hermite expansion and Mehler's formula of :mod:`kren.quadrature`, where its accuracy
-and node counts are stated.
+tanh (built in, no closed form: odd, so μ = 0) and any other elementwise σ
+(:meth:`Activation.from_function`) get K and μ from the Gauss–Hermite expansion and
+Mehler's formula of :mod:`kren.quadrature`, where their accuracy and node counts are stated.
 
-Identity: the activations kren ships (erf, relu, linear) are equal by
+Identity: the activations kren ships (erf, relu, linear, tanh) are equal by
 name. A user σ is keyed by ``name:fingerprint``, the fingerprint a SHA-256 of σ on a fixed
 grid of 401 points in [−20, 20] (12 significant digits, so last-ulp differences between
 machines do not matter), of its declared zero-mean flag and of its quadrature settings: a
@@ -40,7 +40,7 @@ from scipy.special import erf as _erf
 from .quadrature import HermiteExpansion, gauss_hermite
 
 __all__ = ["Activation", "get", "register", "names", "sigma", "kernel", "kernel_inplace",
-           "unit_mean", "check_activation", "ERF", "RELU", "LINEAR"]
+           "unit_mean", "check_activation", "ERF", "RELU", "LINEAR", "TANH"]
 
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -553,6 +553,15 @@ def canonical(activation):
 
 for _a in (ERF, RELU, LINEAR):
     register(_a, builtin=True)
+
+#: tanh: odd, so μ = 0 (zero mean, decided by the quadrature and by oddness in the derivation);
+#: K by the Hermite expansion of :mod:`kren.quadrature`; σ′ = 1 − tanh² (sech²).
+TANH = register(Activation.from_function(
+    np.tanh, "tanh",
+    sigma_torch=lambda h: h.tanh(),
+    sigma_prime_torch=lambda h: 1.0 - h.tanh().square(),
+    sigma_prime_torch_=lambda h: h.tanh_().square_().neg_().add_(1.0),
+    sympy=lambda h: _sympy().tanh(h)), builtin=True)
 
 
 # ---------------------------------------------------------------------- by-name wrappers
