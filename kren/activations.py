@@ -109,6 +109,13 @@ class Activation:
         """μ = E[σ(h)], h ~ N(0, a) (any shape; zeros for a zero-mean σ)."""
         raise NotImplementedError
 
+    def tabulate(self, variances, cover=None):
+        """What :meth:`kernel_inplace` needs of a vector of variances, computed once so that the
+        kernel-tensor builders can reuse it for every block of a patch: the variances themselves
+        for a closed form, their Hermite coefficients for the quadrature path (enough against
+        partners of variance up to ``cover``, default the largest of ``variances``)."""
+        return variances
+
     # ------------------------------------------------------------------ symbolic
     def sympy(self, h):
         """σ(h) as a SymPy expression of the symbol ``h`` (used by :mod:`derivations`)."""
@@ -453,7 +460,11 @@ class _FunctionActivation(Activation):
         return self.expansion.kernel(c, a, b)
 
     def kernel_inplace(self, block, a, b, work=None):
+        """``a``, ``b``: variances or their :meth:`tabulate` (a :class:`HermiteTable`)."""
         return self.expansion.kernel_inplace(block, a, b)
+
+    def tabulate(self, variances, cover=None):
+        return self.expansion.table(variances, cover)
 
     def mean(self, a):
         """A_0(a) = E σ(√a u) by Gauss–Hermite quadrature; zeros when zero_mean."""

@@ -136,12 +136,22 @@ def _prepare(arch, X, dtype, name="X"):
 
 def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale):
     """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
+    # per-patch precomputation of the activation (quadrature coefficients; identity for closed
+    # forms), done once for all the blocks a patch appears in
+    top = max(float(np.max(var1, initial=0.0)), float(np.max(var2, initial=0.0)))
+    rows, cols = np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
+    if var2 is var1:
+        tab1 = tab2 = {i: act.tabulate(var1[i], top) for i in np.union1d(rows, cols)}
+    else:
+        tab1 = {i: act.tabulate(var1[i], top) for i in rows}
+        tab2 = {j: act.tabulate(var2[j], top) for j in cols}
+
     def work(p):
         i, j = pairs[p]
         blk = out[p]
         np.matmul(Z1[i], Z2[j].T, out=blk)
         blk *= scale
-        act.kernel_inplace(blk, var1[i], var2[j])
+        act.kernel_inplace(blk, tab1[i], tab2[j])
     n_threads = min(_threads(), len(pairs))
     if n_threads == 1:
         for p in range(len(pairs)):

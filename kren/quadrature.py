@@ -1,45 +1,50 @@
 """Gaussian expectations of an elementwise σ by Gauss–Hermite quadrature and Mehler's formula.
 
-This is the engine behind activations without a closed-form kernel (THEORY §2), e.g. tanh or a
+This is the engine behind activations without a closed-form kernel (THEORY §2): tanh, or a
 user-supplied σ. With u ~ N(0, 1) and the orthonormal probabilists' Hermite polynomials
 ψ_k = He_k/√(k!), expand
 
     σ(√a u) = Σ_k A_k(a) ψ_k(u),        A_k(a) = E[σ(√a u) ψ_k(u)].
 
-For (h, h') ~ N(0, [[a, c], [c, b]]) write h = √a u, h' = √b u' where (u, u') are standard normals
-with correlation ρ = c/√(ab) (ρ = 0 when ab = 0; ρ clipped to [−1, 1] against round-off). Mehler's
-formula E[ψ_j(u) ψ_k(u')] = δ_jk ρ^k turns the two-dimensional Gaussian integral into one sum:
+For (h, h') ~ N(0, [[a, c], [c, b]]) write h = √a u, h' = √b u', where (u, u') are standard
+normals with correlation ρ = c/√(ab) (ρ = 0 when ab = 0; clipped to [−1, 1] against round-off).
+Mehler's formula E[ψ_j(u) ψ_k(u')] = δ_jk ρ^k turns the two-dimensional Gaussian integral into
 
     K(c, a, b) = E[σ(h) σ(h')] = Σ_k A_k(a) A_k(b) ρ^k,       μ(a) = E[σ(h)] = A_0(a).
 
-This is the two-dimensional Gauss–Hermite quadrature diagonalized: a tensor rule in the Cholesky
-coordinates h = √a u, h' = √b(ρu + √(1−ρ²) v) needs n² evaluations of σ per kernel entry, with n
-growing like the variance for a saturating σ (tanh: n ≈ 110·a nodes per axis for 1e-10, measured
-by ``benchmarks/bench_activation_quadrature.py``); here each entry costs K multiply-adds (a
-polynomial in ρ, Horner's rule) and the coefficients A_k are one-dimensional Gauss–Hermite
-quadratures computed once per distinct variance. The form is well conditioned everywhere: a → 0
-leaves only A_0 = σ(0); |ρ| → 1 needs no √(1 − ρ²); |ρ^k| ≤ 1.
+This is the two-dimensional Gauss–Hermite quadrature diagonalized. The plain tensor rule in the
+Cholesky coordinates h = √a u, h' = √b(ρu + √(1−ρ²) v) costs n² evaluations of σ per kernel
+entry, and for a saturating σ n grows like the variance (tanh, 1e-10: n = 96, 384, 1536 nodes
+per axis at a = 1, 4, 16, i.e. 72², 150², 304² evaluations after pruning). Here an entry costs
+at most K multiply-adds (a polynomial in ρ) and the A_k are one-dimensional Gauss–Hermite
+quadratures done once per variance (per patch, see :class:`HermiteTable`). The form is well
+conditioned everywhere: a → 0 leaves A_0 = σ(0) alone, |ρ| → 1 needs no √(1 − ρ²), |ρ^k| ≤ 1.
 
 Coefficients. With the n-point rule (x_i, w_i) for N(0, 1), A_k ≈ Σ_i (√w_i σ(√a x_i)) Φ_ki,
-Φ_ki = √w_i ψ_k(x_i), from the three-term recurrence ψ_{k+1} = (x ψ_k − √k ψ_{k−1})/√(k+1).
-Φ (n×n) is orthogonal, so the transform is perfectly conditioned and |Φ_ki| ≤ 1: a node of weight
-w_i contributes at most √w_i |σ_i|, and nodes with w_i < 1e-34 are pruned (|x| ≳ 12.1: 700 of
-8192 nodes are kept). With S(a) = E[σ(√a u)²] = Σ_k A_k² (Parseval), E(K)² = Σ_{k≥K} A_k² is the tail of an
+Φ_ki = √w_i ψ_k(x_i) from the recurrence ψ_{k+1} = (x ψ_k − √k ψ_{k−1})/√(k+1). Φ (n×n) is
+orthogonal, so the transform is perfectly conditioned and |Φ_ki| ≤ 1: a node contributes at most
+√w_i |σ_i|, and nodes with w_i < 1e-34 are pruned (|x| ≳ 12.1; 700 of 8192 nodes are kept).
+With S(a) = E σ(√a u)² = Σ_k A_k² (Parseval), E(K)² = Σ_{k≥K} A_k² is the tail of an
 expansion and e(K) = E(K)/√S its relative size.
 
-Error control (relative to the natural scale √(S(a) S(b)) ≥ |K|, by Cauchy–Schwarz):
-- each variance's expansion is kept up to K_s, the first K with E(K) ≤ tol·√S ("strong" level);
-  dropping the rest costs at most tol·√(S(a)S(b)) against any partner;
+Error control, relative to the natural scale √(S(a) S(b)) ≥ |K| (Cauchy–Schwarz):
+- rule per variance octave 2^(j−1) < a ≤ 2^j, calibrated once per σ at both ends of the octave:
+  the smallest n of 32, 48, 64, 96, … whose strong level K_s (first K with e(K) ≤ tol) is at
+  most n/2 and whose A_0..A_{K_s−1} and S agree with the next rule's to tol (relative 2-norm).
+  Inside an octave a smaller variance is assumed no harder (true for saturating and analytic σ);
 - a block of entries (rows R, columns C) is summed up to the first K with
-  max_R e(K) · max_C e(K) ≤ tol (e = E/√S), the Cauchy–Schwarz bound of the truncated tail;
-  most entries need far fewer terms than K_s;
-- the node count of a variance range (one octave 2^(j−1) < a ≤ 2^j) is calibrated once, at both
-  ends of the octave: the smallest n of the sequence 32, 48, 64, 96, … whose K_s is at most n/2 (of 2n/3 computed)
-  and whose coefficients A_0..A_{K_s−1} and S agree with the next rule's to tol (relative 2-norm).
-  Where that fails below ``max_nodes`` (non-smooth σ such as relu converge only algebraically,
-  like 1/n; a saturating σ needs n ∝ a) a :class:`QuadratureWarning` states the estimated error.
+  max_R e(K) · max_C e(K) ≤ tol, the Cauchy–Schwarz bound of the dropped terms; a variance's
+  coefficients are computed up to the K its largest possible partner needs;
+- where calibration fails (σ not smooth: relu, |h| converge like 1/n and the search stops once
+  that is evident; or a saturating σ at a variance beyond ``max_nodes``) a
+  :class:`QuadratureWarning` states the estimated error and the last rule is used.
 
-The result is accurate to a few times ``tol`` (default 1e-11) relative to √(S(a)S(b)).
+Measured with ``python benchmarks/bench_activation_quadrature.py`` (tol = 1e-11): tanh needs
+768 nodes (214 kept) and K_s = 288 terms for a ≤ 1; 3072 (430) and 1062 for a ≤ 4; 8192 (700)
+and 4068 for a ≤ 16; 16384 (988) and 8022 for a ≤ 32; beyond 32 (max_nodes = 32768) it warns.
+Its error against an independent composite Gauss–Legendre quadrature is ≤ 9e-12 for
+2^-6 ≤ a ≤ 32 at all ρ ∈ [−1, 1], ±1 included (σ = erf through this path: ≤ 9e-12 against the
+closed form). relu through this path: 8.5e-5 at a = b = 1, with the warning.
 """
 from __future__ import annotations
 
@@ -50,11 +55,12 @@ import warnings
 import numpy as np
 from scipy.special import roots_hermitenorm
 
-__all__ = ["QuadratureWarning", "HermiteExpansion", "gauss_hermite"]
+__all__ = ["QuadratureWarning", "HermiteExpansion", "HermiteTable", "gauss_hermite"]
 
 _W_MIN = 1e-34            # nodes of smaller weight are pruned (contribution ≤ 1e-17 |σ|)
 _OCT_MIN = -10            # octaves 2^(j−1) < a ≤ 2^j are calibrated for j ≥ _OCT_MIN
 _TILE = 1 << 15           # entries per Horner tile (256 KiB of float64: stays in cache)
+_POWERS = 1 << 20         # tiles with entries × terms below this sum all powers at once
 
 
 class QuadratureWarning(RuntimeWarning):
@@ -129,10 +135,11 @@ class _Level:
     """The rule of one octave: n nodes (pruned: x, w), K_s coefficients, estimated error, and
     (when small) the matrix Φ (K_s, nodes) of its Hermite transform."""
 
-    __slots__ = ("n", "K", "x", "sw", "error", "converged", "phi")
+    __slots__ = ("n", "K", "x", "sw", "error", "converged", "phi", "tail")
 
-    def __init__(self, n, K, error, converged):
+    def __init__(self, n, K, error, converged, tail):
         self.n, self.K, self.error, self.converged = n, K, error, converged
+        self.tail = tail          # e(K), K = 0..K_s: the slower of the octave's two ends
         self.x, w = gauss_hermite(n)
         self.sw = np.sqrt(w)
         self.phi = None
@@ -201,7 +208,8 @@ class HermiteExpansion:
                     dA = np.linalg.norm(A[:, :K] - pA[:, :K], axis=1)
                     if pK is not None and np.all(dA <= tol * np.sqrt(S)) and \
                             np.all(np.abs(S - pS) <= tol * S):
-                        return _Level(pn, K, tol, True)
+                        tail = _normalized_tails(pA[:, :K], pS).max(axis=0)
+                        return _Level(pn, K, tol, True, tail)
                     history[n] = float(np.max(dA / np.sqrt(np.maximum(S, 1e-300))))
                 if _algebraic(history, n, self.max_nodes, tol):
                     break
@@ -219,7 +227,7 @@ class HermiteExpansion:
             f"or the variance too large for a saturating σ); kernels there carry a relative "
             f"error of up to about {max(err, tol):.0e} ({n} Gauss–Hermite nodes, {K} terms)",
             QuadratureWarning, stacklevel=2)
-        return _Level(n, K, max(err, tol), False)
+        return _Level(n, K, max(err, tol), False, _normalized_tails(A[:, :K], S).max(axis=0))
 
     def level(self, j: int) -> _Level:
         """The calibrated rule of octave j (computed once, thread-safe)."""
@@ -237,24 +245,10 @@ class HermiteExpansion:
         return {j: (lv.n, lv.K, lv.converged) for j, lv in sorted(self._levels.items())}
 
     # ------------------------------------------------------------------ coefficients
-    def coefficients(self, a):
-        """A (m, K) for the unique variances a (1D), their normalized tails e (m, K + 1) and S.
-
-        Each variance uses its octave's rule; rows are zero-padded to the longest expansion.
-        """
-        a = np.maximum(np.asarray(a, dtype=np.float64).ravel(), 0.0)
-        jj = _octave(a)
-        groups = {j: np.flatnonzero(jj == j) for j in np.unique(jj)}
-        lev = {j: self.level(int(j)) for j in groups}
-        K = max(lv.K for lv in lev.values()) if lev else 1
-        A = np.zeros((a.size, K))
-        S = np.empty(a.size)
-        for j, idx in groups.items():
-            lv = lev[j]
-            Aj, Sj = self._expand(a[idx], lv.x, lv.sw, lv.K, lv.phi)
-            A[idx, :lv.K] = Aj
-            S[idx] = Sj
-        return A, _normalized_tails(A, S), S
+    def table(self, a, cover=None) -> "HermiteTable":
+        """The coefficients of σ(√a u) for a vector of variances (reusable across kernel calls),
+        enough for kernels against partners of variance up to ``cover`` (default: max a)."""
+        return HermiteTable(self, a, cover)
 
     def mean(self, a) -> np.ndarray:
         """μ(a) = A_0(a) = E σ(√a u), any shape."""
@@ -270,38 +264,42 @@ class HermiteExpansion:
 
     # ------------------------------------------------------------------ kernels
     def kernel_inplace(self, block: np.ndarray, a, b) -> np.ndarray:
-        """Overwrite ``block`` (p, q) of covariances c with K(c, a_p, b_q) (Mehler, tiled)."""
+        """Overwrite ``block`` (p, q) of covariances c with K(c, a_p, b_q) (Mehler, tiled).
+
+        ``a``, ``b``: variances (1D) or their :class:`HermiteTable` (built once per patch by the
+        kernel-tensor builders and reused for every block of that patch).
+        """
         p, q = block.shape
         if p == 0 or q == 0:
             return block
-        a = np.maximum(np.asarray(a, dtype=np.float64), 0.0)
-        b = np.maximum(np.asarray(b, dtype=np.float64), 0.0)
-        ua, ia = np.unique(a, return_inverse=True)
-        ub, ib = np.unique(b, return_inverse=True)
-        Aa, ea, _ = self.coefficients(ua)
-        Ab, eb, _ = self.coefficients(ub)
-        Aa, ea = Aa[ia], ea[ia]
-        Ab, eb = Ab[ib], eb[ib]
-        sa, sb = np.sqrt(a), np.sqrt(b)
+        ta, tb = self._pair(a, b)
+        if ta.size != p or tb.size != q:
+            raise ValueError(f"block has shape {block.shape}, variances {ta.size} and {tb.size}")
         tol = self.tol
-        # sort rows and columns by how fast their expansions converge; columns in groups of
-        # similar level, rows in tiles of a few, so every tile sums only the terms it needs
-        lr = _levels_of(ea, tol)
-        lc = _levels_of(eb, tol)
-        rows = np.argsort(lr, kind="stable")
-        cols = np.argsort(lc, kind="stable")
-        col_groups = _split_levels(cols, lc[cols])
-        for cg in col_groups:
-            ebg = eb[cg].max(axis=0)
-            step = max(1, _TILE // cg.size)
-            for s in range(0, p, step):
-                rg = rows[s:s + step]
-                K = _terms(ea[rg].max(axis=0), ebg, tol)
-                ix = np.ix_(rg, cg)
-                rho = block[ix].astype(np.float64)
-                _correlation(rho, sa[rg], sb[cg])
-                block[ix] = _horner_outer(rho, Aa[rg, :K], Ab[cg, :K])
+        for rows, Ar, er in ta.groups:
+            for cols, Ac, ec in tb.groups:
+                ecmax = ec.max(axis=0)
+                step = max(1, _TILE // cols.size)
+                for s in range(0, rows.size, step):
+                    K = _terms(er[s:s + step].max(axis=0), ecmax, tol)
+                    rg = rows[s:s + step]
+                    ix = np.ix_(rg, cols)
+                    rho = block[ix].astype(np.float64)
+                    _correlation(rho, ta.sqrt_a[rg], tb.sqrt_a[cols])
+                    block[ix] = _horner_outer(rho, Ar[s:s + step, :K], Ac[:, :K])
         return block
+
+    def _pair(self, a, b):
+        """Tables for the two sides of a kernel, each covering the other's largest variance
+        (a table given with too small a cover is rebuilt: correctness first)."""
+        va = a.variances if isinstance(a, HermiteTable) else np.asarray(a, dtype=np.float64)
+        vb = b.variances if isinstance(b, HermiteTable) else np.asarray(b, dtype=np.float64)
+        cover = max(float(np.max(va, initial=0.0)), float(np.max(vb, initial=0.0)))
+        ta = a if isinstance(a, HermiteTable) and a.cover >= cover else self.table(va, cover)
+        if b is a:
+            return ta, ta
+        tb = b if isinstance(b, HermiteTable) and b.cover >= cover else self.table(vb, cover)
+        return ta, tb
 
     def kernel(self, c, a, b) -> np.ndarray:
         """K(c, a, b) for broadcasting arrays (Mehler, elementwise)."""
@@ -313,22 +311,63 @@ class HermiteExpansion:
             return out.reshape(shape)
         ua, ia = np.unique(a, return_inverse=True)
         ub, ib = np.unique(b, return_inverse=True)
-        Aa, ea, _ = self.coefficients(ua)
-        Ab, eb, _ = self.coefficients(ub)
-        la = _levels_of(ea, self.tol)[ia]
-        lb = _levels_of(eb, self.tol)[ib]
-        order = np.argsort(np.maximum(la, lb), kind="stable")
+        ta, tb = self._pair(ua, ub)
         rho = c.copy()
         _correlation_flat(rho, np.sqrt(a), np.sqrt(b))
-        start = 0
-        while start < order.size:
-            K0 = max(int(np.maximum(la, lb)[order[start]]), 1)
-            chunk = order[start:start + max(1, _TILE // K0)]
-            ca, cb = ia[chunk], ib[chunk]
-            K = _terms(ea[ca].max(axis=0), eb[cb].max(axis=0), self.tol)
-            out[chunk] = _horner_pairs(rho[chunk], Aa[ca, :K], Ab[cb, :K])
-            start += chunk.size
+        ga, pa = ta.position(ia)
+        gb, pb = tb.position(ib)
+        for g1, (_, Ar, er) in enumerate(ta.groups):
+            for g2, (_, Ac, ec) in enumerate(tb.groups):
+                sel = np.flatnonzero((ga == g1) & (gb == g2))
+                if sel.size == 0:
+                    continue
+                K = _terms(er[np.unique(pa[sel])].max(axis=0),
+                           ec[np.unique(pb[sel])].max(axis=0), self.tol)
+                step = max(1, _TILE // K)
+                for s in range(0, sel.size, step):
+                    e = sel[s:s + step]
+                    out[e] = _horner_pairs(rho[e], Ar[pa[e], :K], Ac[pb[e], :K])
         return out.reshape(shape)
+
+
+class HermiteTable:
+    """Hermite coefficients A_k(a) of σ(√a u) for a vector of variances, grouped by octave.
+
+    ``groups``: list of (indices into the variances, A (m, K), normalized tails e (m, K + 1)),
+    the indices of a group ordered by how fast their expansions converge. K is what a kernel
+    against any partner of variance ≤ ``cover`` needs: the first K with e_j(K)·e_J(K) ≤ tol for
+    the calibrated tail profiles of the group's octave j and the octave J of ``cover`` (at most
+    the strong level K_s of octave j). The ragged layout keeps the few large-variance rows (long
+    expansions) from padding the many short ones. Built by :meth:`HermiteExpansion.table`.
+    """
+
+    def __init__(self, expansion: HermiteExpansion, a, cover=None):
+        a = np.maximum(np.asarray(a, dtype=np.float64).ravel(), 0.0)
+        self.size = a.size
+        self.variances = a
+        self.sqrt_a = np.sqrt(a)
+        self.cover = float(np.max(a, initial=0.0)) if cover is None else float(cover)
+        self.groups = []
+        jj = _octave(a)
+        top = expansion.level(int(_octave(np.array([self.cover]))[0]))
+        for j in np.unique(jj):
+            idx = np.flatnonzero(jj == j)
+            lv = expansion.level(int(j))
+            K = _terms(lv.tail, top.tail, expansion.tol)
+            phi = None if lv.phi is None else lv.phi[:K]
+            A, S = expansion._expand(a[idx], lv.x, lv.sw, K, phi)
+            e = _normalized_tails(A, S)
+            order = np.argsort(_levels_of(e, expansion.tol), kind="stable")
+            self.groups.append((idx[order], A[order], e[order]))
+
+    def position(self, i: np.ndarray):
+        """(group, row within the group) of the variances ``i``."""
+        g = np.empty(self.size, dtype=np.intp)
+        r = np.empty(self.size, dtype=np.intp)
+        for k, (idx, _, _) in enumerate(self.groups):
+            g[idx] = k
+            r[idx] = np.arange(idx.size)
+        return g[i], r[i]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -361,16 +400,6 @@ def _terms(er: np.ndarray, ec: np.ndarray, tol: float) -> int:
     return max(int(np.argmax(ok)) if ok.any() else n - 1, 1)
 
 
-def _split_levels(idx: np.ndarray, lev: np.ndarray) -> list:
-    """Split indices (sorted by level) where the level doubles."""
-    out, start = [], 0
-    for k in range(1, idx.size + 1):
-        if k == idx.size or lev[k] > 2 * max(lev[start], 8):
-            out.append(idx[start:k])
-            start = k
-    return out
-
-
 def _correlation(block: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> None:
     """block (c) → ρ = c/(√a √b), 0 where ab = 0, clipped to [−1, 1]."""
     den = np.multiply.outer(sa, sb)
@@ -387,8 +416,17 @@ def _correlation_flat(c, sa, sb) -> None:
 
 
 def _horner_outer(rho: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Σ_k A_pk B_qk ρ_pq^k (Horner's rule)."""
+    """Σ_k A_pk B_qk ρ_pq^k: Horner's rule on large tiles; on small tiles with many terms the
+    powers ρ^k at once (cumulative products, relative error ≤ k·eps), one contraction."""
     K = A.shape[1]
+    if rho.size * K <= _POWERS:
+        pw = np.empty(rho.shape + (K,))
+        pw[..., 0] = 1.0
+        pw[..., 1:] = rho[..., None]
+        np.cumprod(pw, axis=-1, out=pw)
+        pw *= A[:, None, :]
+        pw *= B[None, :, :]
+        return pw.sum(axis=-1)
     acc = np.multiply.outer(A[:, K - 1], B[:, K - 1])
     work = np.empty_like(acc)
     for k in range(K - 2, -1, -1):

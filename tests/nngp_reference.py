@@ -120,9 +120,10 @@ def kernel_linear(c, a, b):
 
 # Composite Gauss–Legendre in the eigenbasis: (h, h') = U diag(√λ) z, z ~ N(0, 𝟙₂), z cut to
 # [−Z_MAX, Z_MAX]² (the Gaussian mass outside is < 2e-19). tanh(s z + …) has its poles at a
-# distance π/(2s) from the real z axis, s the largest scale of z in the two arguments; panels of
-# width w = min(1, 1/s) with m Gauss nodes then converge like ρ^(−2m), ρ = d/(w/2) + √(1 + (d/(w/2))²)
-# ≥ π + √(1 + π²) ≈ 6.4: m = 12 gives ~1e-19 per panel (checked against m = 16 in the tests).
+# distance d = π/(2s) from the real z axis, s the largest scale of z in the two arguments;
+# panels of width w = min(1, 1/s) with m Gauss nodes then converge like r^(−2m),
+# r = d/(w/2) + √(1 + (d/(w/2))²) ≥ π + √(1 + π²) ≈ 6.4: m = 12 gives ~1e-19 per panel
+# (checked against m = 16 in the tests).
 Z_MAX = 9.0
 GL_NODES = 12
 
