@@ -162,6 +162,7 @@ class HermiteExpansion:
         self.name = name
         self._levels: dict[int, _Level] = {}
         self._lock = threading.Lock()
+        self._warned = False
 
     # ------------------------------------------------------------------ calibration
     def _values(self, a: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -221,12 +222,15 @@ class HermiteExpansion:
         # the dropped tail against the slowest partner (e·1) and the last change of the kept
         # coefficients between rules (their quadrature error)
         err = max(float(np.max(e[:, K])), history.get(n, 1.0) if history else 1.0)
-        warnings.warn(
-            f"activation {self.name!r}: the Hermite expansion of σ(√a u) did not reach the "
-            f"tolerance {tol:.0e} for variances {edges[0]:g} < a ≤ {edges[1]:g} (σ not smooth, "
-            f"or the variance too large for a saturating σ); kernels there carry a relative "
-            f"error of up to about {max(err, tol):.0e} ({n} Gauss–Hermite nodes, {K} terms)",
-            QuadratureWarning, stacklevel=2)
+        if not self._warned:                 # once per σ; levels() lists every octave
+            self._warned = True
+            warnings.warn(
+                f"activation {self.name!r}: the Hermite expansion of σ(√a u) did not reach the "
+                f"tolerance {tol:.0e} for variances {edges[0]:g} < a ≤ {edges[1]:g} (σ not "
+                f"smooth, or the variance too large for a saturating σ); kernels there carry a "
+                f"relative error of up to about {max(err, tol):.0e} ({n} Gauss–Hermite nodes, "
+                f"{K} terms); other variance ranges may follow (see .expansion.levels())",
+                QuadratureWarning, stacklevel=2)
         return _Level(n, K, max(err, tol), False, _normalized_tails(A[:, :K], S).max(axis=0))
 
     def level(self, j: int) -> _Level:
@@ -241,8 +245,9 @@ class HermiteExpansion:
         return lev
 
     def levels(self) -> dict:
-        """{octave j: (n nodes, K_s terms, converged)} for the octaves calibrated so far."""
-        return {j: (lv.n, lv.K, lv.converged) for j, lv in sorted(self._levels.items())}
+        """{octave j: (n nodes, K_s terms, converged, estimated relative error)} for the octaves
+        calibrated so far (octave j: 2^(j−1) < a ≤ 2^j)."""
+        return {j: (lv.n, lv.K, lv.converged, lv.error) for j, lv in sorted(self._levels.items())}
 
     # ------------------------------------------------------------------ coefficients
     def table(self, a, cover=None) -> "HermiteTable":
