@@ -102,6 +102,20 @@ def test_cnn_nngp_kernel_on_digits_vs_reference(name, P):
                                                     "tanh", l0))) <= TOL
 
 
+def test_pooled_cnn_nngp_kernel_on_digits_vs_reference():
+    """Global average pooling (THEORY §3b): (1/(λ1 n²)) Σ_ij K_ij, every block, with tanh."""
+    data, mask, stride, padding, l0, l1 = CONFIGS["4x4-s4"]
+    shape, loader = DATA[data]
+    X = loader()[:5]
+    arch = kren.Architecture("cnn", input_shape=shape, mask=mask, stride=stride,
+                             padding=padding, activation="tanh", lambda0=l0, lambda1=l1,
+                             readout="pool")
+    expect = ref.nngp_pooled(X, X, shape, mask, stride, padding, "tanh", l0, l1)
+    assert np.max(np.abs(arch.nngp_kernel(X) - expect)) <= TOL
+    expect_x = ref.nngp_pooled(X[:2], X[2:], shape, mask, stride, padding, "tanh", l0, l1)
+    assert np.max(np.abs(arch.nngp_kernel(X[:2], X[2:]) - expect_x)) <= TOL
+
+
 # ----------------------------------------------------------------------------- sampled networks
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
