@@ -42,9 +42,11 @@ Error control, relative to the natural scale √(S(a) S(b)) ≥ |K| (Cauchy–Sc
 Measured with ``python benchmarks/bench_activation_quadrature.py`` (tol = 1e-11): tanh needs
 768 nodes (214 kept) and K_s = 288 terms for a ≤ 1; 3072 (430) and 1062 for a ≤ 4; 8192 (700)
 and 4068 for a ≤ 16; 16384 (988) and 8022 for a ≤ 32; beyond 32 (max_nodes = 32768) it warns.
-Its error against an independent composite Gauss–Legendre quadrature is ≤ 9e-12 for
-2^-6 ≤ a ≤ 32 at all ρ ∈ [−1, 1], ±1 included (σ = erf through this path: ≤ 9e-12 against the
-closed form). relu through this path: 8.5e-5 at a = b = 1, with the warning.
+Its error against an independent composite Gauss–Legendre quadrature is ≤ 2e-11 for
+2^-6 ≤ a ≤ 32 at all ρ ∈ [−1, 1], ±1 included (6e-12 at a = 1; σ = erf through this path: the
+same against the closed form). relu through this path: 8.5e-5 at a = b = 1, with the warning.
+Building a kernel tensor costs about K multiply-adds per entry against a handful of operations
+for a closed form: CNN 2×2/2 on P = 500 digits, tanh took 8–14× the time of erf.
 """
 from __future__ import annotations
 
