@@ -26,8 +26,7 @@ import numpy as np
 from . import kernels as _kernels
 from .architecture import Architecture, check_positive
 from .linalg import cho_factor, cho_solve
-from .solvers import (ConvergenceWarning, MatrixSaddle, SolverResult, anderson_solve, newton_fc,
-                      newton_solve)
+from .saddle import ConvergenceWarning, SolverResult, problem_for, solve
 
 __all__ = ["FC", "LCN", "CNN", "TestError", "ConvergenceWarning", "NotFittedError",
            "UnconvergedError", "load", "clear_kernel_cache"]
@@ -147,6 +146,7 @@ def _check_y(y, P: int) -> np.ndarray:
 # --------------------------------------------------------------------------- base estimator
 class _Estimator:
     _kind: str = ""
+    _structure: str = "matrix"          # order parameter for kren.saddle.problem_for
     _param_names = ("N", "T", "lambda0", "lambda1", "activation", "input_shape", "mask", "stride",
                     "padding", "tol", "max_iter", "dtype", "memory_budget")
 
@@ -267,7 +267,14 @@ class _Estimator:
         return Q, Qbar
 
     def _solve(self, Q0):
-        raise NotImplementedError
+        """The saddle point by kren.saddle: (Q, Qbar, result, cho, z). ``Q0`` may be a
+        (Q0, Qbar0) tuple."""
+        Q0, Qbar0 = Q0 if isinstance(Q0, tuple) else (Q0, None)
+        problem = problem_for(self._structure, self.kernels_, self.y_train_, float(self.T),
+                              float(self.N), self.arch_.lambda1, self.arch_.zero_mean)
+        sol = solve(problem, Q0, Qbar0, tol=float(self.tol), max_iter=int(self.max_iter),
+                    memory_budget=self.memory_budget)
+        return sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
 
     # ------------------------------------------------------------ predicting
     def _check_fitted(self, allow_unconverged: bool = False):
@@ -275,8 +282,8 @@ class _Estimator:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X, y) first")
         if not self.result_.converged and not allow_unconverged:
             raise UnconvergedError(
-                f"the saddle-point solver did not converge ({self.result_.message}); refit with a "
-                "larger max_iter or pass allow_unconverged=True to predict anyway")
+                f"the saddle-point solver did not converge ({self.result_.message}); pass "
+                "allow_unconverged=True to predict anyway")
 
     def _chunk(self) -> int:
         n, P = self.n_, self.X_train_.shape[0]
@@ -445,6 +452,7 @@ class FC(_Estimator):
     """
 
     _kind = "fc"
+    _structure = "scalar"
     _param_names = ("N", "T", "lambda0", "lambda1", "activation", "input_shape", "tol",
                     "max_iter", "dtype", "memory_budget")
 
@@ -458,25 +466,6 @@ class FC(_Estimator):
 
     def _gen_args(self, Q, Qbar):
         return float(Q), float(Qbar)
-
-    def _solve(self, Q0):
-        gen = _generated("fc")
-        kt = self.kernels_
-        K = kt.blocks[0].astype(np.float64)
-        mu = kt.mu[0].astype(np.float64)
-        zero_mean = self.arch_.zero_mean
-        Kc = K if zero_mean else K - np.outer(mu, mu)
-        k, U = np.linalg.eigh(0.5 * (Kc + Kc.T))
-        k = np.maximum(k, 0.0)              # PSD kernel: clip round-off negatives
-        yt = U.T @ self.y_train_
-        m = U.T @ mu
-        Q0 = 1.0 if Q0 is None else float(Q0)
-        Q, Qbar, res = newton_fc(gen, k, yt, m, float(self.T), float(self.N),
-                                 self.arch_.lambda1, zero_mean, Q0=Q0,
-                                 tol=float(self.tol), max_iter=int(self.max_iter))
-        if zero_mean:
-            Qbar = 1.0 / Q - 1.0                     # ∂S/∂Q̄ = 0 (THEORY §3)
-        return Q, Qbar, res, None, None
 
     @property
     def equivalent_prior_(self):
@@ -493,56 +482,6 @@ class FC(_Estimator):
 
 # --------------------------------------------------------------------------- LCN, CNN
 class _Local(_Estimator):
-    _diagonal = False
-    #: Newton (exact Hessian) is used from the start when one Hessian costs at most this many
-    #: flops; above it Anderson mixing runs first and Newton is the fallback.
-    newton_flops = 2.5e10
-    #: Anderson iterations before switching to Newton (when Newton fits in memory).
-    anderson_max_iter = 30
-
-    def _solve(self, Q0):
-        gen = _generated(self._kind)
-        kt = self.kernels_
-        zero_mean = self.arch_.zero_mean
-        problem = MatrixSaddle(gen, kt, self.y_train_, float(self.T), float(self.N),
-                               self.arch_.lambda1, zero_mean, self._diagonal)
-        n = self.n_
-        flops, mem = problem.hessian_cost()
-        budget = _kernels.get_memory_budget() if self.memory_budget is None else self.memory_budget
-        newton_ok = zero_mean and mem <= budget // 2
-        newton_first = newton_ok and flops <= self.newton_flops
-        if Q0 is None:
-            Q0m, Qb0 = np.eye(n), np.zeros((n, n))
-        elif isinstance(Q0, tuple):
-            Q0m, Qb0 = (np.asarray(a, float) for a in Q0)
-        else:
-            Q0m = np.asarray(Q0, float)
-            if Q0m.shape != (n, n):
-                raise ValueError(f"Q0 must be {n}×{n}, got shape {Q0m.shape}")
-            Qb0 = np.linalg.inv(Q0m) - np.eye(n)
-        if Q0m.shape != (n, n):
-            raise ValueError(f"Q0 must be {n}×{n}, got shape {Q0m.shape}")
-        x0 = problem.pack(Q0m, Qb0)
-        if newton_first:
-            x, ev, res = newton_solve(problem, x0, tol=float(self.tol), max_iter=int(self.max_iter))
-        else:
-            # Anderson iterations are cheap (two passes, one Cholesky); when Newton is available
-            # as a fallback, stop mixing after a few dozen and let Newton finish.
-            cap = min(int(self.max_iter), self.anderson_max_iter) if newton_ok else int(self.max_iter)
-            x, ev, res = anderson_solve(problem, x0, tol=float(self.tol), max_iter=cap)
-            if not res.converged and newton_ok:
-                first = res
-                x, ev, res = newton_solve(problem, x, tol=float(self.tol),
-                                          max_iter=max(1, int(self.max_iter) - first.n_iter))
-                res.n_iter += first.n_iter
-                res.seconds += first.seconds
-                res.history = first.history + res.history
-                res.method = "anderson fixed point, then newton (exact Hessian)"
-        Q, Qbar = problem.unpack(x)
-        if zero_mean:
-            Qbar = np.linalg.inv(Q) - np.eye(n)      # ∂S/∂Q̄ = 0 (THEORY §3)
-        return Q, Qbar, res, ev["cho"], ev["z"]
-
     def patch_importance(self) -> np.ndarray:
         """Σ_j Q_ij painted back onto the input grid (THEORY §6)."""
         self._check_fitted(allow_unconverged=True)
@@ -566,7 +505,7 @@ class LCN(_Local):
     """
 
     _kind = "lcn"
-    _diagonal = True
+    _structure = "diagonal"
 
     def _gen_args(self, Q, Qbar):
         return np.diag(Q).copy(), np.diag(Qbar).copy()
