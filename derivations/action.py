@@ -76,7 +76,8 @@ __all__ = [
     "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
     "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
     "hessian_zero_mean_program", "PackedSandwich", "PairHessianTerms", "HessTerm",
-    "fixed_point_program", "eliminated_Qbar_program",
+    "fixed_point_program", "eliminated_Qbar_program", "hessian_program",
+    "SaddleHessianTerms", "PackedSandwich2", "PackedBlocks",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class ModeSum(sp.Expr):
 
 #: Names of matrix symbols that are symmetric (Q, Q̄, A, K_R, B, R, the FC kernel K, ...).
 SYMMETRIC = {"Q", "Qbar", "A", "K_R", "B", "R", "G", "K", "M", "Qd", "Qbard",
-             "dS_dQ", "dS_dQbar", "F", "H", "Q_new", "Qbar_new", "R_new"}
+             "dS_dQ", "dS_dQbar", "F", "H", "Q_new", "Qbar_new", "R_new", "N_B"}
 
 
 def is_symmetric(X) -> bool:
@@ -562,6 +563,147 @@ def hessian_zero_mean_program(diagonal: bool = False) -> Program:
     prog.add(terms_sym, PairHessianTerms(K, A, z))
     prog.add(MatrixSymbol("hessian", npairs, npairs), Hexpr)
     return prog
+
+
+class SaddleHessianTerms(sp.Expr):
+    """(T1, T2) over the 2·n_pairs directions of the general action, D_p = K̂_p (centered pair
+    blocks K̃_p − μᵀE_pμ, p < n_pairs) and D_{n_pairs+q} = −V E_q Vᵀ (V = μᵀR, q over the same
+    pairs), with A = LLᵀ: T1[a, b] = Tr(A⁻¹ D_a A⁻¹ D_b), T2[a, b] = zᵀ D_a A⁻¹ D_b z
+    (kren.linalg.pair_hessian_terms with mu and V)."""
+
+    is_commutative = True
+
+    def __new__(cls, tensor, mu, V, A, z):
+        return super().__new__(cls, tensor, mu, V, A, z)
+
+
+class PackedSandwich2(MatrixExpr):
+    """Tr(X E_p Y E_q) over the packed basis E_p of the pairs (kren.checks.packed_sandwich2);
+    PackedSandwich(W) is the case X = Y = W."""
+
+    def __new__(cls, X, Y, npairs):
+        return super().__new__(cls, X, Y, sp.sympify(npairs))
+
+    @property
+    def shape(self):
+        return (self.args[2], self.args[2])
+
+
+class PackedBlocks(MatrixExpr):
+    """The symmetric block matrix [[0, B_QQ̄], [B_QQ̄ᵀ, B_Q̄Q̄]] over packed (Q, Q̄)
+    (kren.checks.packed_blocks)."""
+
+    def __new__(cls, QQb, QbQb):
+        return super().__new__(cls, QQb, QbQb)
+
+    @property
+    def shape(self):
+        k = self.args[0].shape[0]
+        return (2 * k, 2 * k)
+
+
+def _canonical_terms(expr, symmetric):
+    """{canonical product: coefficient} of a sum of c·Tr(X1 ⋯ Xk) terms: a trace is invariant
+    under rotation and under transposition (reversal with every factor transposed; ``symmetric``
+    factors are their own transposes), so each product is keyed by the least of those forms."""
+    def tr(m):
+        if m in symmetric or is_symmetric(m) or (isinstance(m, PairSum) and m.W in symmetric):
+            return m
+        if isinstance(m, Transpose):
+            return m.arg
+        if isinstance(m, Inverse):
+            return Inverse(tr(m.arg))
+        return Transpose(m)
+
+    out = {}
+    for coef, mats in _trace_terms(expr):
+        mats = list(mats)
+        rev = [tr(m) for m in reversed(mats)]
+        forms = [tuple(str(m) for m in f[k:] + f[:k]) for f in (mats, rev) for k in range(len(f))]
+        key = min(forms)
+        out[key] = sp.simplify(out.get(key, 0) + coef)
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def hessian_program(diagonal: bool = False) -> Program:
+    """Hessian of the general action S(Q, Q̄) (units with a mean) in the packed coordinates
+    x = (Q_ij for the pairs, then Q̄_ij for the pairs) (LCN, ``diagonal``: (q, q̄)).
+
+    Derivation. The differential engine gives dA and d²A from the definition of A, and d²S
+    from S itself (rules D1–D4 applied twice along (dQ1, dQ̄1), (dQ2, dQ̄2)); it is checked,
+    term by term after canonicalizing traces, to equal the chain-rule form
+        d²S = −Tr(dQ1 dQ̄2) − Tr(dQ2 dQ̄1) − Tr(R dQ̄2 R dQ̄1)
+              + (1/N)[−Tr(A⁻¹dA2 A⁻¹dA1) + 2 yᵀA⁻¹dA2 A⁻¹dA1 A⁻¹y + Tr(B d²A)],
+        dA  = c[PairSum(dQ, K) − μᵀdQμ − μᵀR dQ̄ Rμ],  d²A = c V(dQ̄2 R dQ̄1 + dQ̄1 R dQ̄2)Vᵀ,
+    c = 1/(λ1 n), V = μᵀR, B = A⁻¹ − zzᵀ. In the packed basis (E_p, dA_a = c D_a with the
+    directions of SaddleHessianTerms) this is
+        H = c²/N (−T1 + 2 T2) + [[0, −Tr(E_p E_q)], [−Tr(E_p E_q), −Tr(R E_p R E_q)
+              + (c/N)(Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q))]],   N_B = Vᵀ B V.
+    """
+    _check_general_second_differential()
+    Q, Qbar, mu, y = _core_symbols()
+    In = Identity(n)
+    A = MatrixSymbol("A", P, P)
+    z = MatrixSymbol("z", P, 1)
+    c = 1 / (lambda1 * n)
+    Ai = Inverse(A)
+    npairs = sp.Symbol("n_pairs", integer=True, positive=True)
+    prog = Program()
+    if diagonal:
+        q, qbar = MatrixSymbol("q", n, 1), MatrixSymbol("qbar", n, 1)
+        prog.inputs = {"q": q, "qbar": qbar, "mu": mu, "y": y, "z": z}
+        Qbm = prog.add(MatrixSymbol("Qbard", n, n), DiagMatrix(qbar))
+    else:
+        prog.inputs = {"Q": Q, "Qbar": Qbar, "mu": mu, "y": y, "z": z}
+        Qbm = Qbar
+    R = prog.add(MatrixSymbol("R", n, n), Inverse(In + Qbm))
+    Vs = prog.add(MatrixSymbol("V", P, n), mu.T * R)
+    zeta = Vs.T * z
+    NB = prog.add(MatrixSymbol("N_B", n, n), Vs.T * Ai * Vs - zeta * zeta.T)
+    terms = prog.add(sp.Symbol("hess_terms"), SaddleHessianTerms(K, mu, Vs, A, z))
+    ndirs = sp.Symbol("n_dirs", integer=True, positive=True)        # 2 n_pairs directions
+    T1, T2 = HessTerm(terms, 0, ndirs), HessTerm(terms, 1, ndirs)
+    E = PackedSandwich2(In, In, npairs)
+    QbQb = -PackedSandwich2(R, R, npairs) + (c / N) * (PackedSandwich2(NB, R, npairs)
+                                                      + PackedSandwich2(R, NB, npairs))
+    prog.add(MatrixSymbol("hessian", ndirs, ndirs),
+             (c ** 2 / N) * (-T1 + 2 * T2) + PackedBlocks(-E, QbQb))
+    return prog
+
+
+@functools.lru_cache(maxsize=None)
+def _check_general_second_differential():
+    """The derivation step of :func:`hessian_program`: the engine's d²S equals its chain-rule
+    form (canonical trace terms), and dA along dQ̄ is −c V dQ̄ Vᵀ."""
+    Q, Qbar, mu, y = _core_symbols()
+    In, IP = Identity(n), Identity(P)
+    A = MatrixSymbol("A", P, P)
+    c = 1 / (lambda1 * n)
+    Rdef = Inverse(In + Qbar)
+    Adef = T * IP + c * (PairSum(Q, K, P, P) - mu.T * Q * mu + mu.T * Rdef * mu)
+    S = -Trace(Q * Qbar) + log(Determinant(In + Qbar)) \
+        + (log(Determinant(A)) + Trace(y.T * Inverse(A) * y)) / N
+    d1Q, d2Q, d1B, d2B = (MatrixSymbol(s, n, n) for s in ("dQ1", "dQ2", "dQb1", "dQb2"))
+    defs = {A: Adef}
+    d1 = differential(S, Q, d1Q, defs) + differential(S, Qbar, d1B, defs)
+    d2 = differential(d1, Q, d2Q, defs) + differential(d1, Qbar, d2B, defs)
+    # the chain-rule form, with dA and d²A themselves from the engine
+    dA1 = differential(Adef, Q, d1Q) + differential(Adef, Qbar, d1B)
+    dA2 = differential(Adef, Q, d2Q) + differential(Adef, Qbar, d2B)
+    d2A = differential(dA1, Qbar, d2B)
+    Ai = Inverse(A)
+    claim = (-Trace(d1Q * d2B) - Trace(d2Q * d1B) - Trace(Rdef * d2B * Rdef * d1B)
+             + (-Trace(Ai * dA2 * Ai * dA1) + 2 * Trace(y.T * Ai * dA2 * Ai * dA1 * Ai * y)
+                + Trace(Ai * d2A) - Trace(y.T * Ai * d2A * Ai * y)) / N)
+    sym = {d1Q, d2Q, d1B, d2B}
+    got, want = _canonical_terms(sp.expand(d2), sym), _canonical_terms(sp.expand(claim), sym)
+    _require(got.keys() == want.keys() and all(sp.simplify(got[k] - want[k]) == 0 for k in got),
+             "second differential of S differs from its chain-rule form")
+    # dA along each kind of direction, as used by SaddleHessianTerms
+    V = mu.T * Rdef
+    _require((differential(Adef, Qbar, d1B) + c * V * d1B * transpose(V)).expand().doit()
+             == sp.ZeroMatrix(P, P), "dA along dQ̄ is −c V dQ̄ Vᵀ")
+    return True
 
 
 def lcn_program(zero_mean: bool) -> Program:

@@ -198,7 +198,7 @@ def render_function(fn: Fn) -> str:
 # Input checks (and the packed-sandwich kernel) live once in the hand-written kren.checks; each
 # generated module imports the ones its printed functions call.
 CHECK_NAMES = ("as_float", "square", "vector", "tensor", "means", "fc_kernel", "fc_means",
-               "packed_sandwich")
+               "packed_sandwich", "packed_sandwich2", "packed_blocks")
 
 
 def _check_import(body: str) -> str:
@@ -378,6 +378,30 @@ def _cnn_like(kind: str):
                                  "from kren.linalg.cho_factor')",
                                  "z = vector(z, 'z', P)"],
         hdefs, ["hessian"], labels=labels, varnames=varnames,
+        known={ChoFactor(A, a_label): cho}))
+    hg = ac.hessian_program(diagonal=diag)
+    gcoords = ("x = (q, q̄), the diagonals" if diag else
+               "x = (Q_ij, then Q̄_ij, i ≤ j in the order of pairs)")
+    fns.append(Fn(
+        "hessian", [Qn, Qbn, "blocks", "pairs", "mu", "y", "T", "N", "lambda1", "cho", "z"],
+        f"""Hessian of the action with unit means; packed coordinates {gcoords}:
+
+        H = c²/N (−T1 + 2 T2) + [[0, −E], [−E, −Tr(R E_p R E_q) + (c/N) X]],  c = 1/(λ1 n),
+        E[p, q] = Tr(E_p E_q),  X[p, q] = Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q),
+
+        with R = (𝟙 + Q̄)⁻¹, V = μᵀR, N_B = Vᵀ(A⁻¹ − z zᵀ)V and T1[a, b] = Tr(A⁻¹D_aA⁻¹D_b),
+        T2[a, b] = zᵀD_aA⁻¹D_b z over the directions D_p = K̃_p − μᵀE_pμ (Q) and
+        D_q = −V E_q Vᵀ (Q̄), dA = c D (derivations.action.hessian_program: the second
+        differential of S, checked against its chain-rule form). Q enters through cho and z,
+        those returned by action_gradient at the same point (A is not refactorized).
+        Returns a (2 n_pairs, 2 n_pairs) array; a saddle point, so H is indefinite.
+        """,
+        pre_Q + pre_Qb + pre_t + pre_mu + pre_y + [
+            "if not cho[1]:",
+            "    raise ValueError('cho must be the lower Cholesky factor from "
+            "kren.linalg.cho_factor')",
+            "z = vector(z, 'z', P)"],
+        hg.defs, ["hessian"], labels=labels, varnames=varnames,
         known={ChoFactor(A, a_label): cho}))
     fns += _cross_fns(kind)
     fns += _saddle_fns(kind)
