@@ -19,7 +19,8 @@ def _positive(v, name, finite=True):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a positive number, got {v!r}") from None
     if not (f > 0) or (finite and not math.isfinite(f)):
-        raise ValueError(f"{name} must be a positive{' finite' if finite else ''} number, got {v!r}")
+        kind = "a positive finite" if finite else "a positive"
+        raise ValueError(f"{name} must be {kind} number, got {v!r}")
     return f
 
 

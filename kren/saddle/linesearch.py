@@ -1,6 +1,7 @@
 """The one line search of the driver: backtracking along a direction until the trial point is
 feasible (Q, and 𝟙 + Q̄, positive definite; checked before any evaluation) and the merit accepts
-it. It never loops unboundedly: at most ``max_evals`` evaluations and ``max_trials`` trials."""
+it. It never loops unboundedly: at most ``max_evals`` evaluations, ``max_trials`` trials, and no
+step shorter than T_MIN of the direction (below that the search has collapsed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,10 @@ import numpy as np
 from ..linalg import NotPositiveDefiniteError
 from .problem import Evaluation
 
-__all__ = ["LineSearch", "line_search"]
+__all__ = ["LineSearch", "line_search", "T_MIN"]
+
+#: Shortest step tried, as a fraction of the direction.
+T_MIN = 1e-12
 
 
 @dataclass
@@ -43,7 +47,7 @@ def line_search(problem, x: np.ndarray, d: np.ndarray, accept, t: float = 1.0,
     """Try x + t d for t = t, t·shrink, t·shrink², ...; ``accept(new, t)`` decides."""
     out = LineSearch(None, t)
     for _ in range(max_trials):
-        if out.evals >= max_evals or t < 1e-16:
+        if out.evals >= max_evals or t < T_MIN:
             break
         xt = x + t * d
         if problem.feasible(xt):

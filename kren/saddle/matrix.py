@@ -4,7 +4,7 @@ Packed coordinates: the CNN's entries Q_ij, i ≤ j, in the order of the tensor'
 of the generated Hessian), then Q̄ likewise for units with a mean; the LCN's diagonals q (then
 q̄). Everything physical is a generated function of :mod:`kren.generated.cnn` / ``.lcn``:
 ``action_gradient*`` (one Cholesky of A, two passes over the kernel tensor), ``fixed_point*``,
-``hessian_zero_mean``, ``eliminated_Qbar``.
+``hessian_zero_mean`` and ``hessian``, ``eliminated_Qbar``.
 """
 from __future__ import annotations
 
@@ -169,21 +169,24 @@ class MatrixProblem:
                                                        self.packed_gradient(gQb)]),
                           gnorm, gnorm / scale, image, self.pack(Q + gQb, Qb + gQ), cho, z)
 
-    def hessian(self, ev: Evaluation) -> np.ndarray | None:
-        """Exact Hessian of the zero-mean action (generated ``hessian_zero_mean``); None with
-        unit means (no Hessian of the (Q, Q̄) saddle is generated)."""
-        if not self.zero_mean:
-            return None
-        Q, _ = self.unpack(ev.x)
-        return self.gen.hessian_zero_mean(Q, self.blocks, self.pairs, self.y, self.T, self.N,
-                                          self.lambda1, ev.cho, ev.z)
+    def hessian(self, ev: Evaluation) -> np.ndarray:
+        """Exact Hessian in packed coordinates: the generated ``hessian_zero_mean`` (Q only) or
+        ``hessian`` ((Q, Q̄), indefinite at the saddle point), from the factorization of A that
+        the evaluation kept."""
+        Q, Qb = self.unpack(ev.x)
+        args = (self.y, self.T, self.N, self.lambda1, ev.cho, ev.z)
+        if self.zero_mean:
+            return self.gen.hessian_zero_mean(Q, self.blocks, self.pairs, *args)
+        return self.gen.hessian(Q, Qb, self.blocks, self.pairs, self.mu, *args)
 
-    def hessian_cost(self) -> tuple[float, int] | None:
-        """(flops, bytes) of one exact Hessian: one P × P × n_p·P GEMM and a Gram product."""
-        if not self.zero_mean:
-            return None
+    def hessian_cost(self) -> tuple[float, int]:
+        """(flops, bytes) of one exact Hessian: one P × P × n_p·P GEMM and a Gram product (with
+        unit means also n_p products of P × P by P × n blocks)."""
         n_p, P = self.blocks.shape[0], self.blocks.shape[1]
-        return 2.0 * n_p * P ** 3 + 2.0 * n_p ** 2 * P ** 2, 3 * n_p * P * P * 8
+        flops = 2.0 * n_p * P ** 3 + 2.0 * n_p ** 2 * P ** 2
+        if not self.zero_mean:
+            flops += 2.0 * n_p * P ** 2 * self.n + 8.0 * n_p ** 2 * P
+        return flops, 3 * n_p * P * P * 8
 
     def condition(self, ev: Evaluation) -> float:
         """(max L_ii / min L_ii)² of the Cholesky factor L of A: a lower bound on κ(A)."""

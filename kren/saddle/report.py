@@ -6,9 +6,13 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
+
 from .result import SolverResult
 
 __all__ = ["build_result", "advice"]
+
+_EPS64 = float(np.finfo(np.float64).eps)
 
 _WHAT = {
     "stalled": "stalled: the relative gradient has not fallen below {best:.2e} (by half) in the "
@@ -26,18 +30,26 @@ def _reachable(best_rel: float) -> float:
 
 
 def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
-    """What to change, from the kind of failure and the conditioning of A at ``ev``."""
+    """What to change, from the kind of failure and the conditioning of A at ``ev``: a stall,
+    collapsed line search or non-finite value where the round-off ε·κ(A) of the stored kernels
+    exceeds tol is a precision limit (float32 kernels → float64; small T → larger T; or a tol
+    the precision reaches); otherwise the starting point or T; divergence adds method='newton';
+    an exhausted max_iter asks for more iterations."""
     tips = []
     kappa = problem.condition(ev)
-    floor = problem.eps * kappa if math.isfinite(kappa) else float("inf")
-    if problem.eps > 1e-12:
-        tips.append(f"use dtype='float64' (the kernels are stored with round-off {problem.eps:.0e}, "
-                    f"which caps the reachable relative gradient)")
-    if status in ("stalled", "line_search", "nonfinite") and floor > tol:
-        tips.append(f"raise T (T = {problem.T:g} makes A = T·1 + K_R ill-conditioned, condition "
-                    f"number ≈ {kappa:.0e}, so round-off limits the relative gradient to about "
-                    f"{floor:.0e}) or loosen tol to ≥ {_reachable(best_rel):.0e}, reachable at "
-                    f"this precision")
+    kappa = kappa if math.isfinite(kappa) else float("inf")
+    if status in ("stalled", "line_search", "nonfinite") and problem.eps * kappa > tol:
+        if problem.eps > 1e-12:
+            tips.append(f"use dtype='float64' (the kernels are stored in float32: round-off "
+                        f"ε·κ ≈ {problem.eps * kappa:.0e} at condition number κ(A) ≥ {kappa:.0e} "
+                        f"swamps the gradient)")
+        if _EPS64 * kappa > tol:
+            tips.append(f"raise T (at T = {problem.T:g}, A = T·1 + K_R has condition number "
+                        f"≥ {kappa:.0e}, and float64 round-off of about ε·κ ≈ "
+                        f"{_EPS64 * kappa:.0e} swamps the gradient)")
+        loosen = _reachable(best_rel)
+        if loosen <= 1e-3:
+            tips.append(f"loosen tol to ≥ {loosen:.0e}, reachable at this precision")
     elif status in ("stalled", "line_search"):
         tips.append(f"start from another Q0 (continuation: pass the solution at a larger N as Q0), "
                     f"or raise T (T = {problem.T:g})")
