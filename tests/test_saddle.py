@@ -131,11 +131,12 @@ def test_newton_on_hessian_vector_products_agrees(digits):
 
 
 def test_auto_policy(digits, monkeypatch):
-    """Newton first when one exact Hessian is cheap; Anderson (capped) then Newton when it is
-    expensive but fits; Anderson then Hessian-free Newton when it does not fit in memory."""
+    """Newton first when one exact Hessian is cheap (Anderson if it stops short); Anderson
+    (capped) then Newton when it is expensive but fits; Anderson then Hessian-free Newton when
+    it does not fit in memory. A callback returning True stops the solve."""
     kt, _, _ = tensor(digits.X_train, "matrix", "erf", 4)
     problem = problem_for("matrix", kt, digits.y_train, 0.1, 20.0, 1.0, True)
-    assert plan(problem) == [("newton", True, None)]
+    assert plan(problem) == [("newton", True, None), ("anderson", None, None)]
     monkeypatch.setattr(saddle_driver, "NEWTON_FLOPS", 1.0)
     assert plan(problem) == [("anderson", None, 30), ("newton", True, None)]
     assert plan(problem, memory_budget=1) == [("anderson", None, None), ("newton", False, None)]
@@ -143,6 +144,10 @@ def test_auto_policy(digits, monkeypatch):
     assert sol.result.converged and sol.result.method.startswith("anderson")
     with pytest.raises(ValueError, match="method"):
         plan(problem, "bfgs")
+    seen = []
+    r = solve(problem, callback=lambda it, ev: seen.append(ev.rel) or len(seen) >= 2).result
+    assert not r.converged and r.n_iter == 2 and "stopped by the callback" in r.message
+    assert seen == r.history[1:]
 
 
 # --------------------------------------------------------------------------- failures
@@ -156,12 +161,15 @@ def test_line_search_failure_is_reported(digits):
             return bool(np.array_equal(x, self.start()))
 
     problem = Walled(kt, digits.y_train, 0.1, 20.0, 1.0, True, diagonal=False)
-    sol = solve(problem)
+    sol = solve(problem, method="newton")
     r = sol.result
     assert not r.converged and r.n_eval == 1 and r.n_iter == 0
     assert "line search failed along the Newton direction" in r.message
     assert "outside the positive-definite cone" in r.message and "To fix:" in r.message
     np.testing.assert_array_equal(sol.Q, np.eye(kt.n))
+    r = solve(problem).result                         # auto: Newton, then Anderson, both walled
+    assert not r.converged and r.n_eval == 1 and r.method.count("then") == 1
+    assert "line search failed along the fixed-point direction" in r.message
 
 
 def test_max_iter_message(digits):

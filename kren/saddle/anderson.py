@@ -68,9 +68,9 @@ def anderson(problem, ev, merit, *, tol: float, max_iter: int, callback=None,
         x_prev, f_prev = x, f
         x, ev = ls.ev.x, ls.ev
         recent.append(merit.value(ev))
-        if callback is not None:
-            callback(it, ev)
         verdict = mon.observe(ev)
+        if callback is not None and callback(it, ev) is True and verdict is None:
+            verdict = "stopped"
         if verdict:
             return Outcome(verdict, ev, mon, it)
     return Outcome("max_iter", ev, mon, max_iter)

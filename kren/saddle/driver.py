@@ -5,14 +5,16 @@ progress monitor (:mod:`kren.saddle.monitor`) and one failure report (:mod:`kren
 
 ``method="auto"``:
 * Newton with the exact Hessian first when the problem generates one that costs at most
-  NEWTON_FLOPS flops and half the memory budget (every scalar problem; zero-mean LCN/CNN of
-  moderate size);
+  NEWTON_FLOPS flops and half the memory budget (every scalar problem, LCN/CNN of moderate
+  size), Anderson from the best point if Newton stops short;
 * else, when the exact Hessian fits in memory, Anderson for at most ANDERSON_BEFORE_NEWTON
   iterations, then Newton with the exact Hessian;
 * else (units with a mean, or a Hessian too large to store) Anderson while it makes progress,
   then Newton on Hessian-vector products (GMRES) if it stalls or diverges.
 ``method="newton"``: Newton only (exact Hessian where it fits, else Hessian-vector products);
-``method="anderson"``: Anderson only.
+``method="anderson"``: Anderson only. A later stage starts from the best point of the earlier
+ones, unless the last one stopped at the precision floor (kren.saddle.report.precision_limited);
+``callback(it, ev)`` returning True stops the solve (a progress display or time budget).
 
 Convergence: relative gradient ≤ tol (scales in :mod:`kren.saddle.problem`). A solve that does
 not converge says so in ``Solution.result`` and hands back the best point it found.
@@ -27,7 +29,7 @@ from .anderson import anderson
 from .merit import merit_for
 from .monitor import Monitor, Outcome
 from .newton import newton
-from .report import build_result
+from .report import build_result, precision_limited
 from .result import Solution
 
 __all__ = ["solve", "plan", "METHODS", "NEWTON_FLOPS", "ANDERSON_BEFORE_NEWTON"]
@@ -57,7 +59,7 @@ def plan(problem, method: str = "auto", memory_budget: int | None = None) -> lis
     if method == "anderson":
         return [("anderson", None, None)]
     if fits and cost[0] <= NEWTON_FLOPS:
-        return [("newton", True, None)]
+        return [("newton", True, None), ("anderson", None, None)]
     if fits:
         return [("anderson", None, ANDERSON_BEFORE_NEWTON), ("newton", True, None)]
     return [("anderson", None, None), ("newton", False, None)]
@@ -111,8 +113,7 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
         offset = n_iter
 
         def relay(it, e, offset=offset):
-            if callback is not None:
-                callback(offset + it, e)
+            return callback(offset + it, e) if callback is not None else None
 
         if kind == "newton":
             out = newton(problem, ev, merit, tol=tol, max_iter=budget, exact=exact,
@@ -135,8 +136,9 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
         n_iter += out.n_iter
         if out.best.rel < best.rel:
             best = out.best
-        if out.status == "converged":
-            break
+        if out.status in ("converged", "stopped") or precision_limited(problem, best, out.status,
+                                                                        tol):
+            break                             # (at the precision floor no method does better)
         ev = best                             # the next stage starts from the best point
     status = out.status
     final = out.ev if status == "converged" else best

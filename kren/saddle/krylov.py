@@ -3,7 +3,8 @@ differences of the generated gradient, H v ≈ (∇S(x + h v) − ∇S(x))/h (a 
 Newton–Krylov step). The Hessian is symmetric but indefinite at a (Q, Q̄) saddle point and the
 differences are not exactly symmetric, so GMRES (full, no restart; its stopping test is the true
 residual ‖H d + g‖ ≤ rtol ‖g‖) rather than MINRES, whose least-squares test stops early on
-indefinite systems. Each product costs one evaluation; nothing here knows the physics."""
+indefinite systems. Each product costs one evaluation; nothing here knows the physics. A problem
+that defines ``hessian_vector(ev, v)`` (exact products) is used through it instead."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,11 @@ def hessian_vector(problem, ev, v: np.ndarray) -> np.ndarray:
 def krylov_direction(problem, ev, rtol: float) -> np.ndarray | None:
     """d with ‖H d + g‖ ≤ rtol ‖g‖ (or GMRES's best within ``problem.dim`` products), or None
     when a product could not be formed."""
+    exact = getattr(problem, "hessian_vector", None)       # optional exact products
+    hv = (lambda v: exact(ev, v)) if exact is not None else (
+        lambda v: hessian_vector(problem, ev, v))
     op = LinearOperator((problem.dim, problem.dim), dtype=float,
-                        matvec=lambda v: hessian_vector(problem, ev, np.ravel(v)))
+                        matvec=lambda v: hv(np.ravel(v)))
     try:
         d, _ = gmres(op, -ev.g, rtol=rtol, atol=0.0, restart=problem.dim, maxiter=1)
     except FloatingPointError:

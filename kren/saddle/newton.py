@@ -54,9 +54,9 @@ def newton(problem, ev, merit, *, tol: float, max_iter: int, exact: bool, callba
             return Outcome("line_search", ev, mon, it - 1, direction="Newton",
                            search=ls.describe())
         ev = ls.ev
-        if callback is not None:
-            callback(it, ev)
         verdict = mon.observe(ev)
+        if callback is not None and callback(it, ev) is True and verdict is None:
+            verdict = "stopped"
         if verdict:
             return Outcome(verdict, ev, mon, it)
     return Outcome("max_iter", ev, mon, max_iter)

@@ -89,7 +89,10 @@ class SaddleProblem(Protocol):
         """Exact Hessian in packed coordinates at ev, or None where none is generated."""
 
     def hessian_cost(self) -> tuple[float, int] | None:
-        """(flops, bytes) of one exact Hessian, or None where none is generated."""
+        """(flops, bytes) of one exact Hessian, or None where none is generated.
+
+        Optional: ``hessian_vector(ev, v)``, exact Hessian-vector products; without it the
+        driver's Hessian-free Newton takes differences of the gradient (kren.saddle.krylov)."""
 
     def condition(self, ev: Evaluation) -> float:
         """An estimate of the condition number of A = T𝟙 + K_R at ev (for failure advice)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from .result import SolverResult
 
-__all__ = ["build_result", "advice"]
+__all__ = ["build_result", "advice", "precision_limited"]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -21,12 +21,21 @@ _WHAT = {
     "nonfinite": "diverged: the action or gradient became non-finite",
     "line_search": "line search failed along the {direction} direction ({search})",
     "max_iter": "max_iter = {max_iter} iterations used up{falling}",
+    "stopped": "stopped by the callback",
 }
 
 
 def _reachable(best_rel: float) -> float:
     """A tolerance above the best relative gradient reached: 10^ceil(log10(3 × best))."""
     return 10.0 ** math.ceil(math.log10(max(3.0 * best_rel, 1e-300)))
+
+
+def precision_limited(problem, ev, status: str, tol: float) -> bool:
+    """A stall, collapsed line search or non-finite value where the round-off ε·κ(A) of the
+    stored kernels exceeds tol: no other method can do better at this precision."""
+    kappa = problem.condition(ev)
+    kappa = kappa if math.isfinite(kappa) else float("inf")
+    return status in ("stalled", "line_search", "nonfinite") and problem.eps * kappa > tol
 
 
 def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
@@ -38,7 +47,7 @@ def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
     tips = []
     kappa = problem.condition(ev)
     kappa = kappa if math.isfinite(kappa) else float("inf")
-    if status in ("stalled", "line_search", "nonfinite") and problem.eps * kappa > tol:
+    if precision_limited(problem, ev, status, tol):
         if problem.eps > 1e-12:
             tips.append(f"use dtype='float64' (the kernels are stored in float32: round-off "
                         f"ε·κ ≈ {problem.eps * kappa:.0e} at condition number κ(A) ≥ {kappa:.0e} "
@@ -59,6 +68,8 @@ def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
                     f"method='newton'")
     elif status == "max_iter":
         tips.append("raise max_iter, or pass the returned Q (and Qbar) as Q0 to continue")
+    elif status == "stopped":
+        tips.append("pass the returned Q (and Qbar) as Q0 to continue")
     return "To fix: " + "; or ".join(tips) + "."
 
 
