@@ -116,6 +116,29 @@ def test_driver_reaches_the_saddle_point(digits, structure, activation, mask):
         np.testing.assert_allclose(a.z, z, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("activation", ["erf", "relu"])
+def test_scalar_problem_solves_the_pooled_cnn(digits, activation):
+    """THEORY §3b: the pooled CNN is the FC action on K_pool = (1/n²) Σ_ij K_ij with the pooled
+    means; the scalar problem takes that one-block tensor (kren.generated.pool builds it) and
+    its solution solves the FC equations on the brute-force K_pool."""
+    from kren.generated import pool
+    X, y = digits.X_train, digits.y_train
+    kt, K, mu = tensor(X, "matrix", activation, 4)
+    Kp = pool.pooled_kernel(kt.blocks, kt.pairs, kt.n)
+    mup = pool.pooled_means(kt.mu)
+    pooled = KernelTensor(Kp[None], np.array([[0, 0]]), 1, mup, kt.var.mean(axis=0)[None])
+    zero_mean = activation != "relu"
+    sol = solve(problem_for("scalar", pooled, y, 0.1, 20.0, 1.0, zero_mean), tol=1e-12)
+    assert sol.result.converged, sol.result.message
+    n = K.shape[0]
+    Kref = K.sum(axis=(0, 1))[None, None] / n ** 2
+    mref = mu.mean(axis=0)[None]
+    Qb = None if zero_mean else np.array([[sol.Qbar]])
+    _, rel, _, _ = gradient(np.array([[sol.Q]]), Qb, Kref, mref, y, 0.1, 20.0, 1.0)
+    assert rel <= 1e-10
+    assert abs(sol.Q - 1.0) > 1e-3                     # a genuinely renormalized case
+
+
 def test_newton_on_hessian_vector_products_agrees(digits):
     """Without an exact Hessian in memory, Newton runs on Hessian-vector products (GMRES) and
     reaches the same saddle point (relu CNN, 2 × 2 patches, n = 16: 272 coordinates)."""
