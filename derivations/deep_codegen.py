@@ -378,8 +378,8 @@ def _nested_fns():
 
             {_ind(Sdoc)}
             grad_l  = ν_l (1 − 1/Q_l) + ⟨B, ∂_lK_R⟩/N,  B = A⁻¹ − z zᵀ,  z = A⁻¹y
-            hess_lm = δ_lm ν_l/Q_l² + [⟨B, ∂_l∂_mK_R⟩ − Tr(A⁻¹∂_lK_R A⁻¹∂_mK_R)
-                      + 2 zᵀ∂_lK_R A⁻¹∂_mK_R z]/N   (derivations.deep.data_term_second_differential)
+            hess_lm = δ_lm ν_l/Q_l² + [⟨B, ∂_l∂_mK_R⟩ − Tr(A⁻¹∂_lK_R A⁻¹∂_mK_R) + 2 zᵀ∂_lK_R A⁻¹∂_mK_R z]/N
+            (the data term's second differential, derivations.deep.data_term_second_differential)
             {_ind(argdoc)}
             """, pre + fwd(2), hess_defs, ["S", "grad", "hess", "cho", "z"], tensors={},
             labels={A: LABEL_A}),

@@ -147,8 +147,8 @@ def nested_action_gradient_hessian(Q, C, y, T, N, lambdas, activation):
     S = Σ_l ν_l (Q_l − log Q_l) + (1/N)[log det A + yᵀA⁻¹y],  A = T𝟙 + K_R,  ν_l = N_l/N_L, N = N_L
     K_R^{(0)} = C, K_R^{(l)} = (Q_l/λ_l) k(K_R^{(l−1)}), K_R = K_R^{(L)}
     grad_l  = ν_l (1 − 1/Q_l) + ⟨B, ∂_lK_R⟩/N,  B = A⁻¹ − z zᵀ,  z = A⁻¹y
-    hess_lm = δ_lm ν_l/Q_l² + [⟨B, ∂_l∂_mK_R⟩ − Tr(A⁻¹∂_lK_R A⁻¹∂_mK_R)
-              + 2 zᵀ∂_lK_R A⁻¹∂_mK_R z]/N   (derivations.deep.data_term_second_differential)
+    hess_lm = δ_lm ν_l/Q_l² + [⟨B, ∂_l∂_mK_R⟩ − Tr(A⁻¹∂_lK_R A⁻¹∂_mK_R) + 2 zᵀ∂_lK_R A⁻¹∂_mK_R z]/N
+    (the data term's second differential, derivations.deep.data_term_second_differential)
     Q (L,); C = XXᵀ/(λ0 N0) (P, P); N one width or the L widths; lambdas λ_1 … λ_L
     (one number for all, or L; λ_L the readout's); activation 'erf' or 'linear'.
     """
