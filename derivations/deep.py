@@ -72,6 +72,27 @@ Limits (:func:`deep_L1_equals_fc`, :func:`deep_infinite_width`,
 Q_l = 1 and K_R = the deep NNGP kernel for both forms; linear σ at T → 0 with P ≤ rank: all Q_l
 equal one Q with Q − (1 − α) = s/Q^L, s = yᵀ(K^{(L)}/λ_L)⁻¹y/N (THEORY §5.9; L = 1 is §5.4).
 
+Reproducing deepbays (rpacelli/deepbays, ``deepbays/rkgp/theory_deep_FC.py``). Its ``FC_deep``
+iterates rKL ← (Q_l/λ_l)·kernel(diag, rKL, diag) from C = XXᵀ/(N0 λ0) and solves ∇S = 0 for
+S = Σ_l(Q_l − log Q_l) + (1/N1)(yᵀA⁻¹y + log det A), A = rKL + T𝟙: exactly the nested form with
+equal widths. The conventions coincide as follows:
+
+* C = XXᵀ/(N0·l0) is kren's input covariance with ``lambda0 = l0`` (THEORY §2);
+* its per-layer priors are kren's λ_1 … λ_L, the last one the readout's: the repository version
+  ``FC_deep(L, N1, T, l0, l1, act)`` uses λ_l = l1 for every layer (``lambdas = l1``); the PyPI
+  release 0.1.11 ``FC_deep(L, N1, T, priors=[l0, l1, …, lL], act)`` uses λ_l = priors[l]
+  (``lambdas = priors[1:]``, priors of length L + 1);
+* N = N1 (one width for every layer), the labels y as given (no centering or scaling);
+* ``kernel_erf(cxx, cxy, cyy)`` is THEORY §2's k(c, a, b) with a = cxx, c = cxy, b = cyy;
+* its temperature enters as ``T * torch.eye(P)``, a float32 identity, so the T it uses is
+  float32(T) (0.1 → 0.10000000149): pass ``T = float(numpy.float32(T))`` to reproduce its
+  saddle points to round-off (otherwise they differ by ~1e-8 relative);
+* its solver is scipy's ``fsolve`` on the autograd gradient from Q = 1 (PyPI) or Q = 2
+  (repository), ``xtol = 1e-8``; a root of the same gradient found by any method agrees with
+  its ``optQ`` to that tolerance when both converge to the same root.
+The repository's ``FC_deep_vanilla`` (theory_deep_FC_vanilla.py) is the product form with
+``lambdas = priors[1:]``.
+
 Generated code (:mod:`derivations.deep_codegen` → ``kren/generated/deep_fc.py``): the product
 form in the eigenbasis of K^{(L)} (:func:`product_eig_program`, O(P) per evaluation, gradient and
 L×L Hessian from the chain rule through Π = Π_l Q_l, verified against ``sympy.diff`` for explicit L
