@@ -19,6 +19,7 @@ from .geometry import PatchGeometry
 from .linalg import diag_pairs, triu_pairs
 
 KINDS = ("fc", "lcn", "cnn")
+READOUTS = ("local", "pool")
 
 
 def check_positive(value, name: str, allow_inf: bool = False) -> float:
@@ -43,6 +44,9 @@ class Architecture:
     ``input_shape``: (C_in, L), (C_in, H, W), or for FC also an int N0 (or None, fixed by the
     first data seen, see :meth:`with_input`). ``mask``/``stride`` are ints (same on every axis) or
     per-axis tuples; FC ignores them (one patch covering the input, n = 1, M = N0).
+    ``readout``: ``"local"`` (one readout weight per channel and patch, THEORY §1) or, for the
+    CNN only, ``"pool"`` (global average pooling before one readout weight per channel,
+    f(x) = N^{-1/2} Σ_a v_a (1/n) Σ_i σ(w_a · x_i/√M); THEORY §1, §3b).
     """
 
     kind: str
@@ -53,12 +57,18 @@ class Architecture:
     activation: str = "erf"
     lambda0: float = 1.0
     lambda1: float = 1.0
+    readout: str = "local"
     geometry: PatchGeometry | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         check_activation(self.activation)
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout == "pool" and self.kind != "cnn":
+            raise ValueError(f"readout='pool' (global average pooling, THEORY §3b) is defined for "
+                             f"kind='cnn' only, got kind={self.kind!r}")
         object.__setattr__(self, "lambda0", check_positive(self.lambda0, "lambda0"))
         object.__setattr__(self, "lambda1", check_positive(self.lambda1, "lambda1"))
         shape = self.input_shape
@@ -126,7 +136,8 @@ class Architecture:
         return train_kernels(self, X, **kw)
 
     def nngp_kernel(self, X1, X2=None, **kw) -> np.ndarray:
-        """Infinite-width kernel: K/λ1 (FC) or (1/(λ1 n)) Σ_i K_ii (LCN, CNN), THEORY §2."""
+        """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN, CNN) or
+        (1/(λ1 n²)) Σ_ij K_ij (pooled CNN)."""
         from .kernels import nngp_kernel
         return nngp_kernel(self, X1, X2, **kw)
 
@@ -136,7 +147,7 @@ class Architecture:
         return build_network(self, N, **kw)
 
     def describe(self) -> dict:
-        d = {"kind": self.kind, "activation": self.activation,
+        d = {"kind": self.kind, "readout": self.readout, "activation": self.activation,
              "lambda0": self.lambda0, "lambda1": self.lambda1, "padding": self.padding}
         if self.geometry is not None:
             d.update(self.geometry.describe())
