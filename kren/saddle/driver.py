@@ -104,31 +104,18 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
     out = None
     if not ev.finite:
         out = Outcome("nonfinite", ev, Monitor(tol, 1, merit, ev), 0)
-    start = ev
-    for k, (kind, exact, cap) in enumerate([] if out else stages):
+    for kind, exact, cap in ([] if out else stages):
         left = max_iter - n_iter
         if left <= 0:
             break
         budget = left if cap is None else min(left, cap)
-        offset = n_iter
 
-        def relay(it, e, offset=offset):
+        def relay(it, e, offset=n_iter):
             return callback(offset + it, e) if callback is not None else None
 
         if kind == "newton":
             out = newton(problem, ev, merit, tol=tol, max_iter=budget, exact=exact,
                          callback=relay)
-            if out.status != "converged" and ev is not start and n_iter + out.n_iter < max_iter:
-                # a fallback Newton that failed from the previous stage's best point gets one
-                # more try from the starting point (that best point may sit near the boundary)
-                retry = newton(problem, start, merit, tol=tol,
-                               max_iter=max_iter - n_iter - out.n_iter, exact=exact,
-                               callback=relay)
-                history += out.history[1:]
-                n_iter += out.n_iter
-                if out.best.rel < best.rel:
-                    best = out.best
-                out = retry
         else:
             out = anderson(problem, ev, merit, tol=tol, max_iter=budget, callback=relay)
         names.append(_LABEL[(kind, exact)])
