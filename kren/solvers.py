@@ -23,12 +23,14 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
 
 from .linalg import NotPositiveDefiniteError
 
 
-class ConvergenceWarning(UserWarning):
-    """The saddle-point solver stopped before reaching its tolerance."""
+class ConvergenceWarning(_SkConvergenceWarning):
+    """The saddle-point solver stopped before reaching its tolerance (a subclass of
+    scikit-learn's ``ConvergenceWarning``)."""
 
 
 @dataclass
