@@ -680,6 +680,10 @@ MODULES = {
            "forms.", _fc_fns),
     "predictor": ("Predictor statistics at the saddle point (THEORY §4), architecture "
                   "independent.", _predictor_fns),
+    "pool": ("Pooled-readout CNN (THEORY §3b): the pooling of the local kernel tensors into the "
+             "shapes\nof the FC functions (kren.generated.fc), whose action and predictor the "
+             "pooled CNN shares\n(THEORY §5.8); the pooling maps are derivations.pooled."
+             "pooling_program.", lambda: _pool_fns()),
 }
 
 IMPORTS = {
@@ -693,7 +697,15 @@ IMPORTS = {
            "from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve"],
     "predictor": ["import numpy as np", "from scipy.linalg import solve_triangular", "",
                   "from kren.linalg import cho_solve"],
+    "pool": ["import numpy as np", "", "from kren.linalg import full_combine, pair_combine"],
 }
+
+
+def _pool_fns():
+    """The pooled-readout functions (THEORY §3b), specified in derivations.codegen_pool."""
+    from .codegen_pool import pool_fns
+    return pool_fns()
+
 
 def generate() -> dict:
     """{file name: source text} for every generated module (computed once per process)."""
@@ -718,7 +730,7 @@ def _generate() -> tuple:
         src = src.replace("\n\n\n\n", "\n\n\n")
         out[f"{mod}.py"] = src.rstrip("\n") + "\n"
     out["__init__.py"] = (HEADER + '"""Modules printed by the code generator (derivations.codegen):'
-                          ' cnn, lcn, fc, predictor."""\n')
+                          ' cnn, lcn, fc, predictor, pool."""\n')
     return tuple(out.items())
 
 

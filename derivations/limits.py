@@ -476,3 +476,215 @@ def cnn_diagonal_equals_lcn(n: int = 2, P: int = 2, zero_mean: bool = True,
 
 
 __all__ += ["DerivationError"]
+
+
+# ------------------------------------------------------------------------------------------
+# Pooled readout (THEORY §3b, §5.8)
+# ------------------------------------------------------------------------------------------
+
+def _pooled_sub(pdat, fc):
+    """Substitution from the generic FC symbols of ``fc`` (K00_ab, mu_0a, Q, Qbar) to the pooled
+    kernel K_pool, the pooled means μ̄ and the pooled order parameters."""
+    sub = {fc.Q[0, 0]: pdat.fc.Q[0, 0], fc.Qbar[0, 0]: pdat.fc.Qbar[0, 0]}
+    for a in range(fc.P):
+        for b in range(fc.P):
+            sub[fc.K[(0, 0)][a, b]] = pdat.K_pool[a, b]
+        if not fc.zero_mean:
+            sub[fc.mu[0, a]] = pdat.mu_bar[0, a]
+    return sub
+
+
+def _cancel_zero(M) -> bool:
+    return M.applyfunc(lambda e: sp.cancel(sp.together(e))) == sp.zeros(*M.shape)
+
+
+def pooled_equals_fc(n: int = 2, P: int = 2, zero_mean: bool = True,
+                     action_module: bool = True) -> Step:
+    r"""THEORY §5.8: the pooled-readout CNN action equals the FC action on K_pool = (1/n²) Σ_ij K_ij
+    and μ̄ = (1/n) Σ_i μ_i.
+
+    (a) the pooled action derived step by step (:mod:`derivations.pooled`, step 8p) equals the
+    THEORY §3 FC formula with K → K_pool, μ → μ̄ (K_R entry by entry; S0 and F(A) identical);
+    (b) ``action_module``: the FC program of :mod:`derivations.action` (what the generated
+    ``kren.generated.fc`` is printed from) evaluated on K = K_pool, m0 = μ̄ gives the same K_R, and
+    its gradient programs equal the saddle-point equations derived for the pooled action
+    (:func:`derivations.steps.saddle_point_equations` on the pooled data, generic B). So the
+    solver may run the generated FC functions on the pooled block.
+    """
+    from . import pooled as pl
+    step = pl.step8_pooled_action(n, P, zero_mean)
+    checked = list(step.checked)
+    if action_module:
+        from derivations import action as am
+        pdat = pl.pooled_data(n, P, zero_mean)
+        prog = am.fc_program(zero_mean)
+        env = {"K": pdat.K_pool, "m0": pdat.mu_bar.T, "y": pdat.fc.y, "T": T, "N": N,
+               "lambda1": lambda1, "Q": prog.inputs["Q"], "Qbar": prog.inputs["Qbar"],
+               "P": sp.Integer(P), "n": sp.Integer(1)}
+        KR = am.explicit(prog.expanded("K_R"), env)
+        KR = KR.xreplace({prog.inputs["Q"]: pdat.fc.Q[0, 0],
+                          prog.inputs["Qbar"]: pdat.fc.Qbar[0, 0]})
+        _require(_cancel_zero(KR - pl.pooled_K_R_blocks(pdat)), "derivations.action FC K_R on "
+                 "K_pool ≠ pooled K_R")
+        sp_step = saddle_point_equations_pooled(pdat)
+        checked += ["derivations.action FC program on K_pool: same K_R"] + sp_step.checked
+    return Step("pool=FC", "Pooled readout: the FC action on the pooled kernel",
+                r"One readout weight per channel makes every order parameter a scalar; the "
+                r"pooled CNN is an FC network whose kernel is the uniform average of all local "
+                r"blocks, $K_{\rm pool}=\frac1{n^2}\sum_{ij}K_{ij}$.",
+                equations=step.equations, checked=checked, derived=step.derived,
+                expected=step.expected)
+
+
+def saddle_point_equations_pooled(pdat) -> Step:
+    """:func:`derivations.steps.saddle_point_equations` on the pooled data (n = 1 scalars Q, Q̄,
+    K = K_pool, μ = μ̄), compared with the FC gradient programs of :mod:`derivations.action`."""
+    from .steps import saddle_point_equations
+    return saddle_point_equations(pdat.fc, compare_action_module=True)
+
+
+def pooled_n1_equals_fc(P: int = 2, zero_mean: bool = True) -> Step:
+    r"""n = 1 (THEORY §5.8, a mask covering the input): K_pool = K_11 and μ̄ = μ_1 are the FC
+    kernel and means *symbol for symbol*, so every pooled step acts on the FC data and the pooled
+    action is the FC action (the derived expressions are identical); the local-readout CNN at
+    n = 1 has the same K_R (with one patch the pooled and local readouts are the same network,
+    f = N^{-1/2} Σ_a v_a σ(w_a·x/√M)), hence the same action (:func:`cnn_n1_equals_fc`)."""
+    from . import pooled as pl
+    from .steps import eliminate_Qbar, step8_action
+    pdat = pl.pooled_data(1, P, zero_mean)
+    fc = explicit_data("fc", 1, P, zero_mean)
+    _require(pdat.K_pool == fc.K[(0, 0)] and pdat.mu_bar == fc.mu and pdat.fc.y == fc.y and
+             pdat.fc.Q == fc.Q and pdat.fc.Qbar == fc.Qbar, "n = 1: pooled data ≠ FC data")
+    S_pool = pl.step8_pooled_action(1, P, zero_mean).derived
+    S_fc = (eliminate_Qbar(fc) if zero_mean else step8_action(fc)).derived
+    _require(sp.expand(S_pool - S_fc) == 0, "pooled(n=1) ≠ FC")
+    dc = explicit_data("cnn", 1, P, zero_mean)
+    KR_cnn = theory_K_R(dc).xreplace({dc.Q[0, 0]: fc.Q[0, 0], dc.Qbar[0, 0]: fc.Qbar[0, 0]})
+    _require(_cancel_zero(KR_cnn - theory_K_R(fc)), "CNN(n=1) K_R ≠ FC K_R")
+    return Step("pool n=1", "Pooled readout with one patch is the FC",
+                r"With $n=1$, $K_{\rm pool}=K_{11}$ and $\bar\mu=\mu_1$: "
+                r"pooled CNN = local CNN = FC.",
+                equations=[(sp.Symbol(r"S_{\rm pool}^{(n=1)}"), sp.Symbol(r"S_{\rm FC}"))],
+                checked=[f"P={P} zero_mean={zero_mean}: pooled data = FC data, S_pool(n=1) = "
+                         "S_FC (same derivation), K_R^CNN(n=1) = K_R^FC"],
+                derived=S_pool, expected=S_fc)
+
+
+def pooled_infinite_width(n: int = 2, P: int = 2, zero_mean: bool = True) -> Step:
+    r"""N → ∞ for the pooled readout (THEORY §5.2 with §3b): the saddle point is Q = 1, Q̄ = 0 and
+    K_R = K_pool/λ1 = (1/(λ1 n²)) Σ_ij K_ij, the pooled NNGP kernel of THEORY §2. Unlike the local
+    readout's (1/(λ1 n)) Σ_i K_ii (checked for n ≥ 2), it holds every cross-patch block."""
+    from . import pooled as pl
+    pdat = pl.pooled_data(n, P, zero_mean)
+    d = pdat.fc
+    eps = sp.Symbol("epsilon", positive=True)
+    grads = theory_gradients(d, B=_generic_symmetric("B", P))
+    eqs = []
+    for nm in ["dS_dQ"] + ([] if zero_mean else ["dS_dQbar"]):
+        eqs.append(sp.numer(sp.together(grads[nm].xreplace({N: 1 / eps}).xreplace({eps: 0})[0, 0])))
+    unknowns = [d.Q[0, 0]] + ([] if zero_mean else [d.Qbar[0, 0]])
+    sol = sp.solve([e for e in eqs if e != 0], unknowns, dict=True)
+    sol = [s for s in sol if s.get(d.Q[0, 0], 1) != 0 and s.get(d.Qbar[0, 0], 0) != -1]
+    _require(len(sol) == 1 and sol[0][d.Q[0, 0]] == 1 and
+             (zero_mean or sol[0][d.Qbar[0, 0]] == 0), f"N → ∞ solutions: {sol}")
+    K_R = theory_K_R(d).xreplace(sol[0])
+    nngp = sum((pdat.cnn.K[(i, j)] for i in range(n) for j in range(n)),
+               sp.zeros(P, P)) / (lambda1 * n**2)
+    _require(_cancel_zero(K_R - nngp), "K_R(1, 0) ≠ pooled NNGP")
+    checked = [f"n={n} P={P} zero_mean={zero_mean}: Q = 1, Q̄ = 0, K_R = (1/(λ1 n²)) Σ_ij K_ij"]
+    if n >= 2:
+        local = sum((pdat.cnn.K[(i, i)] for i in range(n)), sp.zeros(P, P)) / (lambda1 * n)
+        cross = pdat.cnn.K[(0, 1)][0, 1]
+        _require(K_R[0, 1].has(cross) and not local[0, 1].has(cross), "cross blocks")
+        checked.append("holds the cross-patch blocks K_ij, i ≠ j (the local NNGP does not)")
+    return Step("pool N→∞", "Pooled readout at infinite width",
+                r"At $1/N=0$: $Q=1$, $\bar Q=0$ and $K_R=K_{\rm pool}/\lambda_1$, the pooled NNGP "
+                r"kernel, which weights every pair of patches uniformly.",
+                equations=[(sp.Symbol(r"K_R(1,0)"),
+                            sp.Symbol(r"\frac{1}{\lambda_1n^2}\sum_{ij}K_{ij}"))],
+                checked=checked, derived=K_R, expected=nngp)
+
+
+def pooled_rank_one_cnn(n: int = 2, P: int = 2, zero_mean: bool = False) -> Step:
+    r"""The pooled K_R is the local CNN's K_R (THEORY §3) on a rank-one direction:
+
+        K_R^pool(Q, Q̄) = (1/(λ1 n)) Σ_ij [Q^c_ij (K_ij − μ_iμ_jᵀ) + R^c_ij μ_iμ_jᵀ],
+        Q^c = (Q/n) 𝟙𝟙ᵀ,   R^c = (𝟙 + Q̄^c)⁻¹ → (1/(n(1 + Q̄))) 𝟙𝟙ᵀ.
+
+    So the data term of the pooled readout is that of the CNN restricted to order parameters
+    proportional to 𝟙𝟙ᵀ (every pair of patches switched on equally); the entropic term differs
+    (scalar Q − log Q instead of Tr Q − log det Q, which diverges on the rank-one matrix)."""
+    from . import pooled as pl
+    pdat = pl.pooled_data(n, P, zero_mean)
+    d = pdat.cnn
+    Q, Qbar = pdat.fc.Q[0, 0], pdat.fc.Qbar[0, 0]
+    J = sp.ones(n, n) / n
+    Qc, Rc = Q * J, J / (1 + Qbar)
+    cnn_KR = sp.zeros(P, P)
+    for i in range(n):
+        for j in range(n):
+            mm = d.mu_vec(i) * d.mu_vec(j).T
+            cnn_KR += Qc[i, j] * (d.K[(i, j)] - mm) + Rc[i, j] * mm
+    cnn_KR /= lambda1 * n
+    pool_KR = theory_K_R(pdat.fc)
+    _require(_cancel_zero(cnn_KR - pool_KR), "pooled K_R ≠ CNN K_R at Q ∝ 𝟙𝟙ᵀ")
+    return Step("pool=rank1", "Pooled readout: the CNN data term on Q ∝ 𝟙𝟙ᵀ",
+                r"The pooled renormalized kernel is the CNN's at "
+                r"$Q^c=(Q/n)\mathbb 1\mathbb 1^\top$, "
+                r"$(\mathbb 1+\bar Q^c)^{-1}\to\mathbb 1\mathbb 1^\top/(n(1+\bar Q))$: one global "
+                r"scale instead of a patch-by-patch reweighting.",
+                equations=[(sp.Symbol(r"K_R^{\rm pool}(Q,\bar Q)"),
+                            sp.Symbol(r"K_R^{\rm CNN}\big(\tfrac Qn\mathbb 1\mathbb 1^\top,"
+                                      r"\ \tfrac{\mathbb 1\mathbb 1^\top}{n(1+\bar Q)}\big)"))],
+                checked=[f"n={n} P={P} zero_mean={zero_mean}: entrywise"],
+                derived=pool_KR, expected=cnn_KR)
+
+
+def pooled_predictor(n: int = 2, P0: int = 2, P: int = 2, zero_mean: bool = False) -> Step:
+    r"""THEORY §4 for the pooled readout: the renormalized kernel between two input sets is the
+    §3b combination applied to the kernels between them,
+
+        K_R(x, x') = (1/λ1)[Q (Kx_pool − μ̄(x)μ̄(x')ᵀ) + μ̄(x)μ̄(x')ᵀ/(1 + Q̄)],
+        Kx_pool(x, x') = (1/n²) Σ_ij K_ij(x, x'),
+
+    written in the (ordered, non-symmetric) cross blocks K_ij(x0, x) and checked equal to the
+    scalar (FC) cross program of :mod:`derivations.action` — printed as
+    ``kren.generated.fc.renormalized_cross_kernel`` — evaluated on Kx = Kx_pool, mu1 = μ̄(x0),
+    mu2 = μ̄(x). So the predictor is the FC cross functions on the pooled cross blocks."""
+    from derivations import action as am
+    Q, Qbar = sp.Symbol("Q", real=True), sp.Symbol("Qbar", real=True)
+    Kx = {(i, j): sp.Matrix(P0, P, lambda a, b: sp.Symbol(f"Kx{i}{j}_{a}{b}", real=True))
+          for i in range(n) for j in range(n)}
+    mu0 = sp.zeros(n, P0) if zero_mean else \
+        sp.Matrix(n, P0, lambda i, a: sp.Symbol(f"mu0_{i}{a}", real=True))
+    mu = sp.zeros(n, P) if zero_mean else \
+        sp.Matrix(n, P, lambda i, a: sp.Symbol(f"mu_{i}{a}", real=True))
+    want = sp.zeros(P0, P)
+    for i in range(n):
+        for j in range(n):
+            mm = mu0[i, :].T * mu[j, :]
+            want += Q * (Kx[(i, j)] - mm)
+            if not zero_mean:
+                want += mm / (1 + Qbar)
+    want /= lambda1 * n**2
+    prog = am.cross_program(False, zero_mean, scalar=True)
+    Kx_pool = sum((Kx[k] for k in Kx), sp.zeros(P0, P)) / n**2
+    env = {"Kx": {(0, 0): Kx_pool}, "mu1": sum((mu0[i, :] for i in range(n)), sp.zeros(1, P0)) / n,
+           "mu2": sum((mu[i, :] for i in range(n)), sp.zeros(1, P)) / n, "Q": Q, "Qbar": Qbar,
+           "lambda1": lambda1, "P1": sp.Integer(P0), "P2": sp.Integer(P), "n": sp.Integer(1)}
+    got = am.explicit(prog.expanded("kR"), env)
+    _require(_cancel_zero(got - want), "FC cross program on pooled blocks ≠ pooled K_R(x0, x)")
+    return Step("pool pred", "Pooled readout: the predictor",
+                r"The test×train renormalized kernel is the FC one on the pooled cross blocks "
+                r"$\frac1{n^2}\sum_{ij}K_{ij}(x_0,x)$ (all $n^2$ ordered blocks).",
+                equations=[(sp.Symbol(r"K_R(x_0,x)"),
+                            sp.Symbol(r"\frac1{\lambda_1}\Big[Q\big(K_{\rm pool}(x_0,x)-\bar\mu_0"
+                                      r"\bar\mu^\top\big)+\frac{\bar\mu_0\bar\mu^\top}{1+\bar Q}"
+                                      r"\Big]"))],
+                checked=[f"n={n} P0={P0} P={P} zero_mean={zero_mean}: = derivations.action "
+                         "scalar cross program on Kx_pool"],
+                derived=got, expected=want)
+
+
+__all__ += ["pooled_equals_fc", "saddle_point_equations_pooled", "pooled_n1_equals_fc",
+            "pooled_infinite_width", "pooled_rank_one_cnn", "pooled_predictor"]

@@ -31,6 +31,7 @@ from .validation import InvalidDataError, InvalidParameterError, check_positive
 __all__ = ["Architecture", "KindSpec", "KINDS", "STRUCTURES", "check_positive"]
 
 KINDS = ("fc", "lcn", "cnn")
+READOUTS = ("local", "pool")
 STRUCTURES = ("scalar", "diagonal", "matrix")
 
 
@@ -41,15 +42,12 @@ class KindSpec:
     ``structure``: the order parameter, ``"scalar"`` (FC), ``"diagonal"`` (LCN) or ``"matrix"``
     (CNN). ``generated``: the module of :mod:`kren.generated` that prints its physics.
     ``train_pairs``: the blocks of the train×train tensor the action needs, ``"diagonal"``
-    (K_ii) or ``"triangle"`` (K_ij, i ≤ j). ``cross``: the test×train blocks and test diagonal
-    the generated cross functions take, ``"full"`` ((n, n, P1, P2) and (n, n, P0)) or
-    ``"diagonal"`` ((n, P1, P2) and (n, P0)).
-
-    Extension point (pooled readout, THEORY §3b): a spec ``KindSpec("scalar", "fc",
-    "pooled", "pooled")`` selected by ``readout="pool"``, with the "pooled" branch of
-    :meth:`Architecture.train_tensor`, :meth:`~Architecture.cross_tensor`,
-    :meth:`~Architecture.test_diagonal_tensor` and :meth:`~Architecture.generated_means`
-    (K_pool = (1/n²) Σ_ij K_ij, μ_pool = (1/n) Σ_i μ_i, shapes (1, P)).
+    (K_ii), ``"triangle"`` (K_ij, i ≤ j) or ``"pooled"`` (one block K_pool = (1/n²) Σ_ij K_ij,
+    accumulated, with the pooled means μ̄ = (1/n) Σ_i μ_i, THEORY §3b). ``cross``: the test×train
+    blocks and test diagonal the generated cross functions take, ``"full"`` ((n, n, P1, P2) and
+    (n, n, P0)), ``"diagonal"`` ((n, P1, P2) and (n, P0)) or ``"pooled"`` ((P1, P2) and (P0,)).
+    A new kind (or readout) is a new spec here plus its branch in the tensor methods of
+    :class:`Architecture`.
     """
 
     structure: str
@@ -62,6 +60,8 @@ KIND_SPECS = {
     "fc": KindSpec("scalar", "fc", "diagonal", "full"),       # n = 1: one block K
     "lcn": KindSpec("diagonal", "lcn", "diagonal", "diagonal"),
     "cnn": KindSpec("matrix", "cnn", "triangle", "full"),
+    # CNN with readout="pool": the FC action on the pooled kernel (THEORY §3b, §5.8)
+    "cnn-pool": KindSpec("scalar", "fc", "pooled", "pooled"),
 }
 
 
@@ -72,6 +72,9 @@ class Architecture:
     ``input_shape``: (C_in, L), (C_in, H, W), or for FC also an int N0 (or None, fixed by the
     first data seen, see :meth:`with_input`). ``mask``/``stride`` are ints (same on every axis) or
     per-axis tuples; FC ignores them (one patch covering the input, n = 1, M = N0).
+    ``readout``: ``"local"`` (one readout weight per channel and patch, THEORY §1) or, for the
+    CNN only, ``"pool"`` (global average pooling before one readout weight per channel,
+    f(x) = N^{-1/2} Σ_a v_a (1/n) Σ_i σ(w_a · x_i/√M); THEORY §1, §3b).
     """
 
     kind: str
@@ -82,12 +85,19 @@ class Architecture:
     activation: str = "erf"
     lambda0: float = 1.0
     lambda1: float = 1.0
+    readout: str = "local"
     geometry: PatchGeometry | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise InvalidParameterError(f"kind must be one of {KINDS}, got {self.kind!r}")
         check_activation(self.activation)
+        if self.readout not in READOUTS:
+            raise InvalidParameterError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout == "pool" and self.kind != "cnn":
+            raise InvalidParameterError(
+                f"readout='pool' (global average pooling, THEORY §3b) is defined for "
+                f"kind='cnn' only, got kind={self.kind!r}")
         object.__setattr__(self, "lambda0", check_positive(self.lambda0, "lambda0"))
         object.__setattr__(self, "lambda1", check_positive(self.lambda1, "lambda1"))
         shape = self.input_shape
@@ -158,11 +168,12 @@ class Architecture:
     @property
     def spec(self) -> KindSpec:
         """How this kind differs from the others (:class:`KindSpec`)."""
-        return KIND_SPECS[self.kind]
+        return KIND_SPECS[self.kind if self.readout == "local" else f"{self.kind}-{self.readout}"]
 
     @property
     def structure(self) -> str:
-        """The order parameter: "scalar" (FC), "diagonal" (LCN) or "matrix" (CNN), THEORY §3."""
+        """The order parameter: "scalar" (FC, pooled CNN), "diagonal" (LCN) or "matrix" (CNN),
+        THEORY §3, §3b."""
         return self.spec.structure
 
     @property
@@ -172,13 +183,20 @@ class Architecture:
 
     @property
     def pairs(self) -> np.ndarray:
-        """Patch pairs whose kernel blocks the action needs: all i ≤ j (CNN) or i = j (LCN, FC)."""
-        return triu_pairs(self.n) if self.spec.train_pairs == "triangle" else diag_pairs(self.n)
+        """Patch pairs of the local kernel tensor (:meth:`kernels`): all i ≤ j (CNN, also the
+        blocks the pooled CNN sums) or i = j (LCN, FC)."""
+        return diag_pairs(self.n) if self.spec.train_pairs == "diagonal" else triu_pairs(self.n)
 
     @property
     def cross_blocks(self) -> int:
-        """Blocks of P2 kernel values per test input in :meth:`cross_tensor` (chunk sizing)."""
-        return self.n if self.spec.cross == "diagonal" else self.n * self.n
+        """P1×P2 blocks held at once by :meth:`cross_tensor` (chunk sizing): n² (full), n
+        (diagonal), or the accumulator and the blocks of one pass (pooled)."""
+        cross = self.spec.cross
+        if cross == "pooled":
+            from .kernels import _threads
+            from .pooling import _BLOCKS_PER_THREAD
+            return 1 + _BLOCKS_PER_THREAD * _threads()
+        return self.n if cross == "diagonal" else self.n * self.n
 
     def identity_order_parameters(self):
         """(Q, Q̄) = (𝟙, 0) of the infinite-width limit (THEORY §5.2) in the estimator's form:
@@ -248,29 +266,46 @@ class Architecture:
 
     def train_tensor(self, X, dtype=np.float64, memory_budget=None):
         """The train×train tensor the action needs (:class:`kren.kernels.KernelTensor`): FC one
-        block K, LCN the blocks K_ii, CNN the blocks K_ij, i ≤ j (THEORY §3)."""
+        block K, LCN the blocks K_ii, CNN the blocks K_ij, i ≤ j (THEORY §3), pooled CNN one
+        block K_pool with the pooled means (THEORY §3b, accumulated by :mod:`kren.pooling`)."""
+        if self.spec.train_pairs == "pooled":
+            from .pooling import pooled_train_kernel
+            return pooled_train_kernel(self, X, dtype=dtype, memory_budget=memory_budget)
         from .kernels import train_kernels
         return train_kernels(self, X, dtype=dtype, memory_budget=memory_budget)
 
     def cross_tensor(self, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
         """Test×train blocks K_ij(x1, x2) in the shape the generated
-        ``renormalized_cross_kernel`` takes: (n, n, P1, P2) (FC, CNN) or (n, P1, P2) (LCN)."""
+        ``renormalized_cross_kernel`` takes: (n, n, P1, P2) (FC, CNN), (n, P1, P2) (LCN) or
+        K_pool(x1, x2), (P1, P2) (pooled CNN)."""
+        if self.spec.cross == "pooled":
+            from .pooling import pooled_cross_kernel
+            return pooled_cross_kernel(self, X1, X2, dtype=dtype, memory_budget=memory_budget)
         from .kernels import cross_kernels
         return cross_kernels(self, X1, X2, dtype=dtype, memory_budget=memory_budget,
                              diagonal=self.spec.cross == "diagonal")
 
     def test_diagonal_tensor(self, X, dtype=np.float64) -> np.ndarray:
         """K_ij(x0, x0) in the shape the generated ``renormalized_test_diagonal`` takes:
-        (n, n, P0) (FC, CNN) or (n, P0) (LCN)."""
+        (n, n, P0) (FC, CNN), (n, P0) (LCN) or K_pool(x0, x0), (P0,) (pooled CNN)."""
+        if self.spec.cross == "pooled":
+            from .pooling import pooled_test_diagonal
+            return pooled_test_diagonal(self, X, dtype=dtype)
         from .kernels import test_diagonal
         return test_diagonal(self, X, dtype=dtype, diagonal=self.spec.cross == "diagonal")
 
     def generated_means(self, prepared) -> np.ndarray:
-        """Unit means μ_i of prepared inputs in the shape the generated functions take, (n, P)."""
-        return self.prepare(prepared).mu
+        """Unit means of prepared inputs in the shape the generated functions take: μ_i, (n, P),
+        or the pooled μ̄ = (1/n) Σ_i μ_i, (1, P) (pooled CNN)."""
+        mu = self.prepare(prepared).mu
+        if self.spec.cross == "pooled":
+            from .generated.pool import pooled_means
+            return pooled_means(mu)
+        return mu
 
     def nngp_kernel(self, X1, X2=None, **kw) -> np.ndarray:
-        """Infinite-width kernel: K/λ1 (FC) or (1/(λ1 n)) Σ_i K_ii (LCN, CNN), THEORY §2."""
+        """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN, CNN) or
+        (1/(λ1 n²)) Σ_ij K_ij (pooled CNN)."""
         from .kernels import nngp_kernel
         return nngp_kernel(self, X1, X2, **kw)
 
@@ -280,7 +315,7 @@ class Architecture:
         return build_network(self, N, **kw)
 
     def describe(self) -> dict:
-        d = {"kind": self.kind, "activation": self.activation,
+        d = {"kind": self.kind, "readout": self.readout, "activation": self.activation,
              "lambda0": self.lambda0, "lambda1": self.lambda1, "padding": self.padding}
         if self.geometry is not None:
             d.update(self.geometry.describe())

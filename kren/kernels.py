@@ -266,10 +266,14 @@ def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.n
 
 
 def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
-    """Infinite-width kernel (THEORY §2): K/λ1 (FC) or (1/(λ1 n)) Σ_i K_ii (LCN and CNN).
+    """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN and CNN) or
+    (1/(λ1 n²)) Σ_ij K_ij (CNN with readout="pool", accumulated: kren.pooling).
 
     One accumulator, one block and the closed form's scratch (P1×P2 each) are held at a time.
     """
+    if getattr(arch, "readout", "local") == "pool":
+        from .pooling import pooled_nngp_kernel
+        return pooled_nngp_kernel(arch, X1, X2, dtype=dtype, memory_budget=memory_budget)
     p1 = arch.prepare(X1, "X1")
     arch = p1.arch
     p2 = p1 if X2 is None else arch.prepare(X2, "X2")

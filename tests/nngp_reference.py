@@ -194,3 +194,39 @@ def nngp_fc(X1, X2, activation="erf", lambda0=1.0, lambda1=1.0):
     a = np.sum(X1 ** 2, axis=1) / (lambda0 * N0)
     b = np.sum(X2 ** 2, axis=1) / (lambda0 * N0)
     return CLOSED_FORMS[activation](c, a[:, None], b[None, :]) / lambda1
+
+
+# --------------------------------------------------------------------------- pooled readout
+def nngp_pooled(X1, X2, input_shape, mask, stride, padding="valid", activation="erf",
+                lambda0=1.0, lambda1=1.0):
+    """Infinite-width kernel of the CNN with global average pooling before the readout,
+    f(x) = N^{-1/2} Σ_a v_a (1/n) Σ_i σ(w_a · x_i/√M) (THEORY §1, §2):
+
+        E_w[(1/n Σ_i σ(h_i(x1))) (1/n Σ_j σ(h_j(x2)))]/λ1 = (1/(λ1 n²)) Σ_i Σ_j K_ij(x1, x2).
+
+    Brute force: one ordered patch pair (i, j) at a time, its covariance c = x1_i · x2_j/(λ0 M)
+    and variances a = |x1_i|²/(λ0 M), b = |x2_j|²/(λ0 M) recomputed from the raw patches."""
+    p1 = extract_patches(X1, input_shape, mask, stride, padding)
+    p2 = extract_patches(X2, input_shape, mask, stride, padding)
+    n, M = p1.shape[1], p1.shape[2]
+    form = CLOSED_FORMS[activation]
+    total = np.zeros((p1.shape[0], p2.shape[0]))
+    for i in range(n):
+        for j in range(n):
+            x1, x2 = p1[:, i, :], p2[:, j, :]
+            c = x1 @ x2.T / (lambda0 * M)
+            a = np.sum(x1 * x1, axis=1) / (lambda0 * M)
+            b = np.sum(x2 * x2, axis=1) / (lambda0 * M)
+            total += form(c, a[:, None], b[None, :])
+    return total / (lambda1 * n * n)
+
+
+def pooled_unit_mean(X, input_shape, mask, stride, padding="valid", activation="erf",
+                     lambda0=1.0):
+    """(1/n) Σ_i E[σ(h_i)], h_i ~ N(0, |x_i|²/(λ0 M)): 0 for erf/linear, the mean of
+    √(C_ii/(2π)) over patches for relu. Shape (P,)."""
+    p = extract_patches(X, input_shape, mask, stride, padding)
+    if activation in ("erf", "linear"):
+        return np.zeros(p.shape[0])
+    var = np.sum(p * p, axis=2) / (lambda0 * p.shape[2])             # (P, n)
+    return np.mean(mean_relu(var), axis=1)

@@ -56,15 +56,18 @@ def _counting():
     return counts, patchers
 
 
-@pytest.mark.parametrize("activation", ["erf", "relu"])
-def test_predict_validates_and_patches_each_input_once(ds, monkeypatch, activation):
+@pytest.mark.parametrize("activation,readout", [("erf", "local"), ("relu", "local"),
+                                                ("erf", "pool")])
+def test_predict_validates_and_patches_each_input_once(ds, monkeypatch, activation, readout):
     """One predict on 45 test points cut into 6 chunks: X validated once and patched once, the
     training set neither validated, patched nor hashed again; for erf no Cholesky at all
     (Q̄ does not enter K_R), for relu only the n×n factorizations of 𝟙 + Q̄ (two per chunk)."""
-    m = kren.CNN(N=20, T=0.1, activation=activation, input_shape=SHAPE, mask=2, stride=2)
+    m = kren.CNN(N=20, T=0.1, activation=activation, readout=readout, input_shape=SHAPE,
+                 mask=2, stride=2)
     m.fit(ds.X_train, ds.y_train)
     rows = 8
-    monkeypatch.setattr(kren.renormalized, "CHUNK_BYTES", rows * m.n_ ** 2 * 60 * 8)
+    monkeypatch.setattr(kren.renormalized, "CHUNK_BYTES",
+                        rows * m.arch_.cross_blocks * 60 * 8)
     counts, patchers = _counting()
     for p in patchers:
         p.start()
@@ -78,7 +81,7 @@ def test_predict_validates_and_patches_each_input_once(ds, monkeypatch, activati
     assert counts["validated"] == Counter({"X": 1})
     assert counts["patched"] == Counter({45: 1})
     assert counts["hashed"] == Counter()                    # no cache: nothing hashed
-    if activation == "erf":
+    if activation == "erf" or readout == "pool":
         assert counts["cho"] == Counter()
     else:
         assert counts["cho"] == Counter({"1 + Qbar": 2 * n_chunks})

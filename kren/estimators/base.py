@@ -91,7 +91,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------ parameters
     def _architecture(self) -> Architecture:
         """The architecture the current parameters describe (input shape possibly unknown)."""
-        kw = {k: getattr(self, k) for k in ("mask", "stride", "padding") if hasattr(self, k)}
+        kw = {k: getattr(self, k) for k in ("mask", "stride", "padding", "readout")
+              if hasattr(self, k)}
         shape = self.input_shape
         if isinstance(shape, list):
             shape = tuple(shape)

@@ -365,7 +365,7 @@ class LangevinSampler:
             raise FloatingPointError(
                 f"the Langevin dynamics diverged (non-finite loss) with step size η = {eta}; "
                 "use a smaller step size")
-        norm = 1.0 / (net.lambda1 * net.N * net.n)
+        norm = net.kernel_scale
         kernel_chains = (ksum * norm / S).cpu().numpy() if ksum is not None else None
         return SamplingResult(
             N=net.N, T=T, step_size=eta, steps=steps, burn_in=burn_in, thin=thin, chains=C,
@@ -405,7 +405,8 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     tangent) matrix Θ = J Jᵀ (P×P, J = ∂f/∂θ at the training inputs), plus T·max(λ0, λ1).
     Θ = c² Φ Φᵀ (readout) + G Gᵀ (first layer) with c = (Nn)^{-1/2},
     G^μ_{a,m} = c Σ_i v_{a,i} σ'(h^μ_{a,i}) x^μ_{i,m}/√M (CNN, FC) or G^μ_{a,i,m} = c v_{a,i}
-    σ'(h^μ_{a,i}) x^μ_{i,m}/√M (LCN). ULA is stable for η < 2/h_max; its relative error on the
+    σ'(h^μ_{a,i}) x^μ_{i,m}/√M (LCN). Pooled readout: c = N^{-1/2}, Φ holds the patch averages
+    φ̄_a and v_{a,i} is replaced by v_a/n. ULA is stable for η < 2/h_max; its relative error on the
     variance of the stiffest direction is about η h_max / 2 (= fraction/2).
     """
     from .networks import _sigma_prime
@@ -416,9 +417,13 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     with torch.no_grad():
         h = net.preactivations(X)                                  # (C, P, N, n)
         c = net.scale
-        phi = _act(net, h).flatten(2)
+        phi = _act(net, h)                                         # (C, P, N, n)
+        if net.readout == "pool":
+            phi = phi.mean(dim=3, keepdim=True)                    # φ̄_a
+        phi = phi.flatten(2)
         theta = c * c * torch.einsum("cpk,cqk->cpq", phi, phi)
-        g = _sigma_prime(net.activation, h) * net.v[:, None] * (c / math.sqrt(net.M))
+        u = net.v / net.n if net.readout == "pool" else net.v      # ∂f/∂φ_{a,i} / c
+        g = _sigma_prime(net.activation, h) * u[:, None] * (c / math.sqrt(net.M))
         if net.kind == "lcn":
             G = torch.einsum("cpai,pim->cpaim", g, x).flatten(2)
         else:

@@ -8,12 +8,19 @@ n = 1, M = N0):
 - FC:  f(x) = N^{-1/2} Σ_a v_a σ(w_a · x / √N0)
 - CNN: f(x) = (N n)^{-1/2} Σ_{a,i} v_{a,i} σ(w_a · x_i / √M)        (w_a shared by all patches)
 - LCN: f(x) = (N n)^{-1/2} Σ_{a,i} v_{a,i} σ(w_{a,i} · x_i / √M)    (one w per channel and patch)
+- CNN, pooled readout (``readout="pool"``, THEORY §3b):
+       f(x) = N^{-1/2} Σ_a v_a φ̄_a(x),  φ̄_a = (1/n) Σ_i σ(w_a · x_i / √M)   (one v per channel)
 
 Priors (THEORY §1): every first-layer weight ~ N(0, 1/λ0), every readout weight ~ N(0, 1/λ1).
 
 A network may hold several independent copies (``chains``) that share nothing but the code:
 parameters carry a leading chain axis, so C Langevin chains advance in one batched computation.
-Shapes (C = chains): ``W`` (C, N, M) for FC and CNN, (C, N, n, M) for LCN; ``v`` (C, N, n).
+Shapes (C = chains): ``W`` (C, N, M) for FC and CNN, (C, N, n, M) for LCN; ``v`` (C, N, n_r)
+with n_r = n readout weights per channel for the local readout and n_r = 1 for the pooled
+readout (a single network's pooled v may be given as (N,)). With the readout features r_{a,k}
+(φ_{a,i} for the local readout, the patch average φ̄_a for the pooled one) every readout is
+f = (N n_r)^{-1/2} Σ_{a,k} v_{a,k} r_{a,k} and the empirical kernel is
+K̂ = (1/(λ1 N n_r)) Σ_{a,k} r_{a,k} r_{a,k}ᵀ (THEORY §3 step 2; §3b).
 """
 from __future__ import annotations
 
@@ -130,6 +137,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         self.activation = arch.activation
         self.N = _check_width(N)
         self.n = arch.n
+        self.readout = arch.readout
+        self.n_readout = 1 if arch.readout == "pool" else arch.n     # readout weights per channel
         self.M = arch.M
         self.N0 = arch.N0
         self.lambda0 = arch.lambda0
@@ -143,14 +152,16 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         C, N, n, M = self.chains, self.N, self.n, self.M
         wshape = (C, N, n, M) if self.kind == "lcn" else (C, N, M)
         self.W = torch.nn.Parameter(torch.empty(wshape, dtype=dtype, device=device))
-        self.v = torch.nn.Parameter(torch.empty((C, N, n), dtype=dtype, device=device))
+        self.v = torch.nn.Parameter(torch.empty((C, N, self.n_readout), dtype=dtype,
+                                                device=device))
         self.reset_from_prior(seed)
 
     # ------------------------------------------------------------------ setup
     @property
     def scale(self) -> float:
-        """The readout normalization (N n)^{-1/2} (FC: N^{-1/2})."""
-        return 1.0 / math.sqrt(self.N * self.n)
+        """The readout normalization (N n_r)^{-1/2}: (N n)^{-1/2} (local readout), N^{-1/2} (FC,
+        pooled readout)."""
+        return 1.0 / math.sqrt(self.N * self.n_readout)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -181,12 +192,13 @@ class OneHiddenLayerNetwork(torch.nn.Module):
     @torch.no_grad()
     def set_weights(self, W, v) -> "OneHiddenLayerNetwork":
         """Load weights (NumPy or torch). Shapes as the attributes, without the chain axis for a
-        single network: W (N, M) for FC/CNN, (N, n, M) for LCN; v (N, n) (FC also (N,))."""
+        single network: W (N, M) for FC/CNN, (N, n, M) for LCN; v (N, n) (FC: (N, 1) or (N,);
+        pooled readout: (N, 1) or (N,))."""
         W = torch.as_tensor(np.asarray(W) if not torch.is_tensor(W) else W)
         v = torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v)
         if self._single:
             W = W.unsqueeze(0)
-            if self.kind == "fc" and v.ndim == 1:
+            if self.n_readout == 1 and v.ndim == 1:
                 v = v[:, None]
             v = v.unsqueeze(0)
         if tuple(W.shape) != tuple(self.W.shape):
@@ -249,12 +261,24 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         return h.mul_(1.0 / math.sqrt(self.M))
 
     def _vt(self) -> torch.Tensor:
-        """Readout in the internal layout (C, n, N)."""
+        """Readout in the internal layout (C, n_r, N)."""
         return self.v.detach().transpose(1, 2)
 
+    def _readout(self, phi: torch.Tensor) -> torch.Tensor:
+        """Readout features from φ in the internal layout (C, n, P, N): φ itself (local readout)
+        or the patch average φ̄ = (1/n) Σ_i φ_i, (C, 1, P, N) (pooled readout)."""
+        return phi.mean(dim=1, keepdim=True) if self.readout == "pool" else phi
+
+    def _vt_patch(self) -> torch.Tensor:
+        """∂f/∂φ_{a,i} divided by the scale c, internal layout (C, n_r, N) broadcasting over the
+        patches: v_{a,i} (local readout) or v_a/n (pooled readout)."""
+        vt = self._vt()
+        return vt / self.n if self.readout == "pool" else vt
+
     def _f(self, phi: torch.Tensor) -> torch.Tensor:
-        """f = c Σ_{a,i} v_{a,i} φ_{a,i}, phi in the internal layout: (C, P)."""
-        return (phi * self._vt()[:, :, None, :]).sum(dim=(1, 3)).mul_(self.scale)
+        """f = c Σ_{a,k} v_{a,k} r_{a,k} (r the readout features), phi (φ_{a,i}) in the internal
+        layout: (C, P)."""
+        return (self._readout(phi) * self._vt()[:, :, None, :]).sum(dim=(1, 3)).mul_(self.scale)
 
     def _public(self, t: torch.Tensor) -> torch.Tensor:
         """(C, n, P, N) → (C, P, N, n), or (P, N, n) for a single network."""
@@ -271,7 +295,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             return self._public(_sigma(self.activation, self._pre(self.prepare(X))))
 
     def forward(self, X) -> torch.Tensor:
-        """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ: shape (P,) or (C, P).
+        """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ (pooled readout:
+        N^{-1/2} Σ_a v_a φ̄_a^μ): shape (P,) or (C, P).
 
         Differentiable in W and v (autograd), unlike the internal fast paths.
         """
@@ -281,30 +306,39 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         else:
             h = torch.einsum("pim,cam->cpai", x, self.W)
         phi = _sigma(self.activation, h / math.sqrt(self.M))
+        if self.readout == "pool":
+            phi = phi.mean(dim=3, keepdim=True)                    # φ̄_a, (C, P, N, 1)
         return self._out(torch.einsum("cpai,cai->cp", phi, self.v) * self.scale)
 
     def _out(self, t):
         return t[0] if self._single else t
 
     def _kernel_sum(self, xn1, xn2=None) -> torch.Tensor:
-        """Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x'), (C, P1, P2), from patch-major inputs."""
-        phi1 = _sigma(self.activation, self._pre(xn1))
+        """Σ_{a,k} r_{a,k}(x) r_{a,k}(x') over the readout features (φ_{a,i}, or φ̄_a for the pooled
+        readout), (C, P1, P2), from patch-major inputs."""
+        phi1 = self._readout(_sigma(self.activation, self._pre(xn1)))
         phi1 = phi1.permute(0, 2, 1, 3).reshape(self.chains, phi1.shape[2], -1)
         if xn2 is None:
             return torch.matmul(phi1, phi1.transpose(1, 2))
-        phi2 = _sigma(self.activation, self._pre(xn2))
+        phi2 = self._readout(_sigma(self.activation, self._pre(xn2)))
         phi2 = phi2.permute(0, 2, 1, 3).reshape(self.chains, phi2.shape[2], -1)
         return torch.matmul(phi1, phi2.transpose(1, 2))
 
+    @property
+    def kernel_scale(self) -> float:
+        """1/(λ1 N n_r): K̂ = kernel_scale · Σ_{a,k} r_{a,k} r_{a,k}ᵀ."""
+        return 1.0 / (self.lambda1 * self.N * self.n_readout)
+
     def empirical_kernel(self, X1, X2=None) -> torch.Tensor:
-        """K̂(x, x') = (1/(λ1 N n)) Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x') (THEORY §3 step 2).
+        """K̂(x, x') = (1/(λ1 N n)) Σ_{a,i} φ_{a,i}(x) φ_{a,i}(x') (THEORY §3 step 2); pooled
+        readout: K̂ = (1/(λ1 N)) Σ_a φ̄_a(x) φ̄_a(x'), φ̄_a = (1/n) Σ_i φ_{a,i} (THEORY §3b).
 
         Shape (P1, P2) per network: (C, P1, P2) for chains, (P1, P2) for a single network.
         """
         with torch.no_grad():
             K = self._kernel_sum(self.prepare(X1, "X1"),
                                  None if X2 is None else self.prepare(X2, "X2"))
-            return self._out(K / (self.lambda1 * self.N * self.n))
+            return self._out(K * self.kernel_scale)
 
     # ------------------------------------------------------------------ posterior
     def loss_and_grad(self, xn: torch.Tensor, y: torch.Tensor):
@@ -314,6 +348,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         c = (Nn)^{-1/2}: ∂L/∂v_{a,i} = c Σ_μ r^μ φ_{a,i}^μ;
         g_{a,i}^μ = c r^μ v_{a,i} σ'(h_{a,i}^μ);
         ∂L/∂w_a = Σ_{μ,i} g_{a,i}^μ x_i^μ/√M (CNN, FC);  ∂L/∂w_{a,i} = Σ_μ g_{a,i}^μ x_i^μ/√M (LCN).
+        Pooled readout (c = N^{-1/2}): ∂L/∂v_a = c Σ_μ r^μ φ̄_a^μ and g_{a,i}^μ = c r^μ (v_a/n)
+        σ'(h_{a,i}^μ), the same ∂L/∂w_a.
         Returns (L (C,), f (C, P), ∂L/∂W, ∂L/∂v) with the shapes of W and v (no autograd graph).
         """
         with torch.no_grad():
@@ -322,14 +358,17 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             c = self.scale
             h = self._pre(xn)                                          # (C, n, P, N)
             phi = _sigma(self.activation, h)
-            vt = self._vt()                                            # (C, n, N)
-            f = (phi * vt[:, :, None, :]).sum(dim=(1, 3)).mul_(c)
+            vt = self._vt()                                            # (C, n_r, N)
+            phi_r = self._readout(phi)                                 # (C, n_r, P, N)
+            nr = phi_r.shape[1]
+            f = (phi_r * vt[:, :, None, :]).sum(dim=(1, 3)).mul_(c)
             r = f - y
             loss = 0.5 * (r * r).sum(dim=1)
-            gv = torch.matmul(r[:, None, None, :], phi)                # (C, n, 1, N)
-            gv = gv.view(C, n, N).transpose(1, 2).mul(c)               # (C, N, n)
+            gv = torch.matmul(r[:, None, None, :], phi_r)              # (C, n_r, 1, N)
+            gv = gv.view(C, nr, N).transpose(1, 2).mul(c)              # (C, N, n_r)
             g = _sigma_prime_(self.activation, h)                      # overwrites h
-            g.mul_(r[:, None, :, None]).mul_(vt[:, :, None, :] * (c / math.sqrt(M)))
+            g.mul_(r[:, None, :, None])
+            g.mul_(self._vt_patch()[:, :, None, :] * (c / math.sqrt(M)))
             if self.kind == "lcn":
                 gW = torch.matmul(xn.transpose(1, 2), g)               # (C, n, M, N)
                 gW = gW.permute(0, 3, 1, 2)                            # (C, N, n, M)
@@ -345,7 +384,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
                  + 0.5 * self.lambda1 * (self.v ** 2).sum(dim=(1, 2)))
 
     def extra_repr(self) -> str:
-        return (f"kind={self.kind}, N={self.N}, n={self.n}, M={self.M}, N0={self.N0}, "
+        return (f"kind={self.kind}, readout={self.readout}, N={self.N}, n={self.n}, M={self.M}, "
+                f"N0={self.N0}, "
                 f"activation={self.activation}, lambda0={self.lambda0}, lambda1={self.lambda1}, "
                 f"chains={None if self._single else self.chains}")
 
