@@ -121,13 +121,6 @@ class KernelTensor:
         return pair_contract(self.blocks, B, self.pairs, self.n)
 
 
-def _prepare(arch, X, dtype, name="X"):
-    """(patches (n, P, M), variances C_ii (n, P)) in ``dtype`` from raw or prepared inputs,
-    through ``arch.prepare`` (the inputs are validated and cut into patches there, once)."""
-    p = arch.prepare(X, name)
-    return p.patches_as(dtype), p.var.astype(dtype, copy=False)
-
-
 def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale):
     """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
     def work(p):
