@@ -40,7 +40,7 @@ from ..architecture import Architecture
 from ..cache import KernelCache, cached
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
-from ..solvers import SolverResult
+from .solve import SolverResult
 from ..validation import InvalidParameterError, check_dtype, check_n_features, check_targets
 from .solve import solve_saddle
 from .state import Fit

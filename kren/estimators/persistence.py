@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..prepared import fingerprint
-from ..solvers import SolverResult
+from .solve import SolverResult
 from .state import RESOURCE_PARAMS, Fit
 
 __all__ = ["fit_to_dict", "save_fit", "load"]

@@ -3,8 +3,10 @@
 :func:`solve_saddle` is the only function that knows which solver runs: the eigenbasis Newton
 for a scalar order parameter (FC), Anderson mixing with an exact-Hessian Newton fallback for
 the diagonal (LCN) and matrix (CNN) ones, from :mod:`kren.solvers`. Switching the estimators to
-another driver (``kren.saddle.problem_for`` / ``solve``) is a change of this function only. It
-asks the architecture for the structure and the generated module; it holds no physics.
+another driver (``kren.saddle.problem_for`` / ``solve``) is a change of this module only (the
+estimators import :class:`SolverResult` from here; ``kren.exceptions`` imports
+``ConvergenceWarning`` from the solver package). It asks the architecture for the structure and
+the generated module; it holds no physics.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ..kernels import get_memory_budget
 from ..solvers import MatrixSaddle, SolverResult, anderson_solve, newton_fc, newton_solve
 from ..validation import InvalidParameterError
 
-__all__ = ["Solution", "solve_saddle", "NEWTON_FLOPS", "ANDERSON_MAX_ITER"]
+__all__ = ["Solution", "SolverResult", "solve_saddle", "NEWTON_FLOPS", "ANDERSON_MAX_ITER"]
 
 #: Newton (exact Hessian) is used from the start when one Hessian costs at most this many flops;
 #: above it Anderson mixing runs first and Newton is the fallback.

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..prepared import Prepared, fingerprint
 from ..renormalized import RenormalizedKernel, posterior_moments
-from ..solvers import SolverResult
+from .solve import SolverResult
 
 __all__ = ["Fit", "RESOURCE_PARAMS", "same_value"]
 
