@@ -34,9 +34,10 @@ from .validation import InvalidParameterError, check_dtype
 
 __all__ = ["RenormalizedKernel", "posterior_moments", "CHUNK_BYTES"]
 
-#: Upper bound on the test×train blocks of one chunk of X1 (bytes). Smaller chunks keep the
-#: blocks in cache while the generated code contracts them; 32 MiB measured best on digits
-#: (benchmarks/bench_predict.py --chunk-sweep).
+#: Upper bound on the test×train blocks of one chunk of X1 (bytes). At most 32 MiB, glibc's
+#: largest mmap threshold, so a chunk reuses the memory freed by the previous one instead of
+#: faulting in fresh pages; 16–512 MiB were within the noise of a loaded two-core machine
+#: (benchmarks/bench_predict.py --chunk-sweep), 4–8 MiB were slower (per-chunk overhead).
 CHUNK_BYTES = 32 * 2**20
 
 

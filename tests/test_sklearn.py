@@ -65,7 +65,7 @@ def test_set_params_bad_value_raises_at_fit_naming_it(ds):
     np.testing.assert_array_equal(m.predict(ds.X_test), mean)
     for bad, match in [(dict(N=float("nan")), "'N' parameter"), (dict(mask=9), "larger than"),
                        (dict(max_iter=0), "'max_iter' parameter"), (dict(dtype="int8"), "dtype"),
-                       (dict(activation="sigmoid"), "'activation' parameter")]:
+                       (dict(activation="sigmoid"), "activation")]:
         est = kren.CNN(N=10, T=0.1, **LOC).set_params(**bad)
         with pytest.raises(kren.InvalidParameterError, match=match):
             est.fit(ds.X_train, ds.y_train)

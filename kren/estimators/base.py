@@ -35,7 +35,6 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidParameterError
 
-from ..activations import ACTIVATIONS
 from ..architecture import Architecture
 from ..cache import KernelCache, cached
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
@@ -79,7 +78,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         "T": [_POSITIVE],
         "lambda0": [_POSITIVE],
         "lambda1": [_POSITIVE],
-        "activation": [StrOptions(set(ACTIVATIONS))],
+        "activation": "no_validation",        # resolved by the architecture (the registry)
         "input_shape": [None, _SIZE, tuple, list],
         "tol": [_POSITIVE],
         "max_iter": [_SIZE],
@@ -107,7 +106,12 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         except _SkInvalidParameterError as exc:
             raise InvalidParameterError(str(exc)) from None
         check_dtype(self.dtype)
-        return self._architecture()
+        try:
+            return self._architecture()
+        except InvalidParameterError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:      # e.g. an unknown activation
+            raise InvalidParameterError(f"{type(self).__name__}: {exc}") from None
 
     def __sklearn_is_fitted__(self) -> bool:
         return "fit_" in self.__dict__
