@@ -707,6 +707,13 @@ def _pool_fns():
     return pool_fns()
 
 
+# Deep FC networks (THEORY §3d): the functions are built in derivations.deep_codegen.
+from . import deep_codegen as _deep_codegen  # noqa: E402
+
+MODULES["deep_fc"] = (_deep_codegen.DOC, _deep_codegen.functions)
+IMPORTS["deep_fc"] = _deep_codegen.IMPORTS
+
+
 def generate() -> dict:
     """{file name: source text} for every generated module (computed once per process)."""
     return dict(_generate())

@@ -324,8 +324,8 @@ class KrenPrinter(NumPyPrinter):
             return s
         if isinstance(item, (MatrixSymbol, sp.Symbol, ChoSolve, ChoInverse, PairSum,
                              PairContract, Identity, sp.Number, TriSolve)) and \
-                not (isinstance(item, sp.Number) and item < 0):
-            return s
+                not (isinstance(item, sp.Number) and (item < 0 or "/" in s)):
+            return s        # a negative number or a fraction (p/q) keeps its parentheses
         if isinstance(item, sp.Function) or isinstance(item, (ChoLogdet, Inner, ModeSum, Trace,
                                                                HessTerm, PackedSandwich)):
             return s
