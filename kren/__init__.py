@@ -4,17 +4,19 @@ Effective actions of fully-connected (FC), locally connected (LCN) and convoluti
 networks in the proportional limit (THEORY.md), their saddle points and predictor statistics.
 """
 from .architecture import Architecture
+from .cache import KernelCache
+from .exceptions import ConvergenceWarning, NotFittedError, StaleFitError, UnconvergedError
 from .geometry import PatchGeometry
 from .kernels import KernelTensor, MemoryBudgetError, set_memory_budget
+from .prepared import Prepared
+from .renormalized import RenormalizedKernel
+from .validation import InvalidDataError, InvalidParameterError
 
 __version__ = "0.1.0"
 
-__all__ = ["Architecture", "PatchGeometry", "KernelTensor", "MemoryBudgetError",
-           "set_memory_budget", "__version__"]
+__all__ = ["Architecture", "PatchGeometry", "Prepared", "KernelTensor", "KernelCache",
+           "RenormalizedKernel", "MemoryBudgetError", "set_memory_budget",
+           "InvalidParameterError", "InvalidDataError", "NotFittedError", "StaleFitError",
+           "UnconvergedError", "ConvergenceWarning", "FC", "LCN", "CNN", "__version__"]
 
-try:  # the estimators arrive with the solver module
-    from .estimators import CNN, FC, LCN, ConvergenceWarning  # noqa: F401
-    __all__ += ["FC", "LCN", "CNN", "ConvergenceWarning"]
-except ImportError as _exc:  # pragma: no cover - only while the package is being assembled
-    if "estimators" not in str(_exc):
-        raise
+from .estimators import CNN, FC, LCN  # noqa: E402  (after the modules they build on)

@@ -4,7 +4,8 @@ Even vs odd handwritten digits (scikit-learn's 8×8 set), P = 500 training image
 architectures (CNN and LCN with a 2×2 mask, stride 2: n = 16 patches) from α = P/N ≫ 1 to the
 infinite-width limit N = ∞. For each (architecture, N): the saddle point, the test error and its
 bias²/variance split (THEORY §4). Widths are swept downward from N = ∞ and each solve starts
-from the Q of the previous width (continuation).
+from the Q of the previous width (continuation). One :class:`kren.cache.KernelCache`, owned by
+the run, shares each architecture's train×train and test×train kernels across the widths.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as _data
+from .cache import KernelCache
 from .estimators import CNN, FC, LCN
 
 DEFAULT_NS = (float("inf"), 1000, 100, 30, 10, 5)
@@ -30,7 +32,8 @@ def run_demo(out="kren-output", P=500, n_test=500, Ns=DEFAULT_NS, T=0.1, lambda0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds = _data.load_digits(classes="even-odd", n_train=P, n_test=n_test, seed=seed)
-    common = dict(T=T, lambda0=lambda0, lambda1=lambda1, activation=activation)
+    cache = KernelCache()                 # the kernels do not depend on N: built once per arch
+    common = dict(T=T, lambda0=lambda0, lambda1=lambda1, activation=activation, cache=cache)
     local = dict(input_shape=ds.input_shape, mask=(2, 2), stride=(2, 2))
     makers = {"FC": lambda N: FC(N=N, **common),
               "LCN": lambda N: LCN(N=N, **common, **local),

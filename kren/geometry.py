@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .validation import InvalidParameterError, check_inputs
+
 PADDINGS = ("valid", "circular")
 
 
@@ -25,20 +27,20 @@ def _as_tuple(value, ndim: int, name: str) -> tuple[int, ...]:
     if isinstance(value, (bool, np.bool_)) or (
             not isinstance(value, (int, np.integer)) and hasattr(value, "__iter__")
             and any(isinstance(v, (bool, np.bool_, float, np.floating)) for v in value)):
-        raise TypeError(f"{name} must be an int or a sequence of integers, got {value!r}")
+        raise InvalidParameterError(f"{name} must be an int or a sequence of integers, got {value!r}")
     if isinstance(value, (int, np.integer)):
         out = (int(value),) * ndim
     else:
         try:
             out = tuple(int(v) for v in value)
         except TypeError:
-            raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
+            raise InvalidParameterError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}") from None
         if len(out) != ndim:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"{name} must have one entry per spatial axis ({ndim}), got {value!r}")
         for v, raw in zip(out, value):
             if v != raw:
-                raise TypeError(f"{name} entries must be integers, got {value!r}")
+                raise InvalidParameterError(f"{name} entries must be integers, got {value!r}")
     return out
 
 
@@ -66,25 +68,25 @@ class PatchGeometry:
             shape = (1, int(shape))
         shape = tuple(shape)
         if len(shape) not in (2, 3):
-            raise ValueError(
+            raise InvalidParameterError(
                 "input_shape must be (C_in, L) for 1D inputs or (C_in, H, W) for 2D inputs, "
                 f"got {self.input_shape!r}")
         if any((not isinstance(s, (int, np.integer))) or s <= 0 for s in shape):
-            raise ValueError(f"input_shape entries must be positive integers, got {self.input_shape!r}")
+            raise InvalidParameterError(f"input_shape entries must be positive integers, got {self.input_shape!r}")
         shape = tuple(int(s) for s in shape)
         spatial = shape[1:]
         ndim = len(spatial)
         mask = spatial if self.mask is None else _as_tuple(self.mask, ndim, "mask")
         stride = mask if self.stride is None else _as_tuple(self.stride, ndim, "stride")
         if self.padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+            raise InvalidParameterError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         for m, s, size, ax in zip(mask, stride, spatial, "hw" if ndim == 2 else "l"):
             if m <= 0:
-                raise ValueError(f"mask must be positive on every axis, got mask={mask}")
+                raise InvalidParameterError(f"mask must be positive on every axis, got mask={mask}")
             if s <= 0:
-                raise ValueError(f"stride must be positive on every axis, got stride={stride}")
+                raise InvalidParameterError(f"stride must be positive on every axis, got stride={stride}")
             if m > size:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"mask {mask} is larger than the input {spatial} on axis {ax} "
                     f"({m} > {size})")
         if self.padding == "valid":
@@ -140,29 +142,10 @@ class PatchGeometry:
 
     # ------------------------------------------------------------------ data
     def check_data(self, X, name: str = "X") -> np.ndarray:
-        """Validate inputs and return them flattened, shape (P, N0), float.
-
-        Accepts (P, N0) or (P, *input_shape); rejects other shapes, NaN and inf.
+        """Validate inputs and return them flattened, shape (P, N0), float
+        (:func:`kren.validation.check_inputs`: (P, N0) or (P, *input_shape); no NaN, inf, complex).
         """
-        X = np.asarray(X)
-        if np.iscomplexobj(X):
-            raise TypeError(f"{name} must be real, got complex dtype {X.dtype}")
-        if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-            raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
-        if X.ndim == 1 + len(self.input_shape) and tuple(X.shape[1:]) == self.input_shape:
-            X = X.reshape(X.shape[0], -1)
-        elif X.ndim != 2 or X.shape[1] != self.N0:
-            raise ValueError(
-                f"{name} has shape {X.shape}; expected (P, {self.N0}) flattened channels-first "
-                f"or (P, {', '.join(map(str, self.input_shape))}) for input_shape "
-                f"{self.input_shape}")
-        if X.shape[0] == 0:
-            raise ValueError(f"{name} has no samples (shape {X.shape})")
-        if not np.issubdtype(X.dtype, np.floating):
-            X = X.astype(np.float64)
-        if not np.all(np.isfinite(X)):
-            raise ValueError(f"{name} contains NaN or inf")
-        return X
+        return check_inputs(X, self.input_shape, name)
 
     def patches(self, X) -> np.ndarray:
         """Patch tensor x_i^μ, shape (P, n, M), from flattened inputs (P, N0)."""

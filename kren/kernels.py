@@ -20,6 +20,7 @@ import numpy as np
 
 from . import activations
 from .linalg import full_combine, pair_combine, pair_contract, single_blas_thread
+from .validation import InvalidParameterError
 
 _BUDGET: int | None = None
 
@@ -47,7 +48,7 @@ def set_memory_budget(nbytes: int | None) -> None:
     """Set the default memory budget for kernel requests (None: half the available memory)."""
     global _BUDGET
     if nbytes is not None and (not np.isfinite(nbytes) or nbytes <= 0):
-        raise ValueError(f"memory budget must be a positive number of bytes, got {nbytes!r}")
+        raise InvalidParameterError(f"memory budget must be a positive number of bytes, got {nbytes!r}")
     _BUDGET = None if nbytes is None else int(nbytes)
 
 
@@ -120,20 +121,6 @@ class KernelTensor:
         return pair_contract(self.blocks, B, self.pairs, self.n)
 
 
-def _variances(patches: np.ndarray, lambda0: float, M: int) -> np.ndarray:
-    """C_ii(x, x) = |x_i|²/(λ0 M), shape (n, P)."""
-    return np.einsum("pnm,pnm->np", patches, patches) / (lambda0 * M)
-
-
-def _prepare(arch, X, dtype, name="X"):
-    X = arch.check_data(X, name)
-    geom = arch.geometry
-    patches = geom.patches(X).astype(dtype, copy=False)              # (P, n, M)
-    var = _variances(patches, arch.lambda0, geom.M).astype(dtype, copy=False)
-    # Patch-major contiguous copies: (n, P, M), so each block is one GEMM.
-    return np.ascontiguousarray(patches.transpose(1, 0, 2)), var
-
-
 def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale):
     """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
     # per-patch precomputation of the activation (quadrature coefficients; identity for closed
@@ -164,34 +151,46 @@ def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale):
     return out
 
 
+def _check_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise InvalidParameterError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _scale(arch) -> float:
+    return 1.0 / (arch.lambda0 * arch.M)
+
+
 def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
                   covariance: bool = False) -> KernelTensor:
     """Train×train tensor K_ij(x^μ, x^ν) for the architecture's pairs (or ``pairs`` given).
 
-    ``covariance=True`` returns the local covariances C_ij instead (the linear kernel).
-    float64 by default; ``dtype=np.float32`` halves the memory.
+    X: raw inputs or a :class:`kren.prepared.Prepared` (``arch.prepare(X)``; raw inputs are
+    prepared here, once). ``covariance=True`` returns the local covariances C_ij instead (the
+    linear kernel). float64 by default; ``dtype=np.float32`` halves the memory.
     """
-    arch = arch.with_input(X)
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = _check_dtype(dtype)
+    prep = arch.prepare(X)
+    arch = prep.arch
     pairs = arch.pairs if pairs is None else np.asarray(pairs, dtype=np.intp)
-    Xc = arch.check_data(X)
-    P, n = Xc.shape[0], arch.n
+    P, n = prep.P, arch.n
     if pairs.ndim != 2 or pairs.shape[1] != 2 or np.any(pairs < 0) or np.any(pairs >= n) \
             or np.any(pairs[:, 0] > pairs[:, 1]):
-        raise ValueError(f"pairs must be an (n_pairs, 2) array of patch pairs (i, j) with "
-                         f"0 <= i <= j < n = {n}")
+        raise InvalidParameterError(
+            f"pairs must be an (n_pairs, 2) array of patch pairs (i, j) with "
+            f"0 <= i <= j < n = {n}")
     need = len(pairs) * P * P * dtype.itemsize + 2 * P * n * arch.M * dtype.itemsize \
         + 2 * _threads() * P * P * dtype.itemsize
     check_memory(need, f"train×train kernel tensor ({len(pairs)} blocks of {P}×{P}, {dtype})",
                  memory_budget)
-    Z, var = _prepare(arch, Xc, dtype)
+    Z = prep.patches_as(dtype)
+    var = prep.var.astype(dtype, copy=False)
     act = activations.LINEAR if covariance else arch.act
     out = np.empty((len(pairs), P, P), dtype=dtype)
-    _fill_blocks(act, out, Z, Z, var, var, pairs, 1.0 / (arch.lambda0 * arch.M))
-    mu = act.mean(var).astype(dtype, copy=False)
-    return KernelTensor(out, pairs, n, mu, var)
+    _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch))
+    mu = (np.zeros_like(var) if covariance else prep.mu).astype(dtype, copy=True)
+    return KernelTensor(out, pairs, n, mu, var.copy())
 
 
 def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
@@ -200,34 +199,32 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
 
     Used for test×train kernels, where K_ij(x0, x) ≠ K_ji(x0, x)ᵀ in general.
     ``diagonal=True`` returns only the blocks K_ii, shape (n, P1, P2) (all an LCN needs).
+    X1, X2: raw inputs or :class:`kren.prepared.Prepared`.
     """
-    arch = arch.with_input(X1)
-    dtype = np.dtype(dtype)
-    A = arch.check_data(X1, "X1")
-    B = arch.check_data(X2, "X2")
-    n = arch.n
+    dtype = _check_dtype(dtype)
+    p1 = arch.prepare(X1, "X1")
+    arch = p1.arch
+    p2 = arch.prepare(X2, "X2")
+    n, P1, P2 = arch.n, p1.P, p2.P
     n_blocks = n if diagonal else n * n
-    need = n_blocks * A.shape[0] * B.shape[0] * dtype.itemsize
-    check_memory(need, f"cross kernel tensor ({n_blocks} blocks of {A.shape[0]}×{B.shape[0]})",
-                 memory_budget)
-    Z1, v1 = _prepare(arch, A, dtype, "X1")
-    Z2, v2 = _prepare(arch, B, dtype, "X2")
+    need = n_blocks * P1 * P2 * dtype.itemsize
+    check_memory(need, f"cross kernel tensor ({n_blocks} blocks of {P1}×{P2})", memory_budget)
     if diagonal:
         pairs = np.stack([np.arange(n), np.arange(n)], axis=1)
     else:
         ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
-    out = np.empty((n_blocks, A.shape[0], B.shape[0]), dtype=dtype)
+    out = np.empty((n_blocks, P1, P2), dtype=dtype)
     act = activations.LINEAR if covariance else arch.act
-    _fill_blocks(act, out, Z1, Z2, v1, v2, pairs, 1.0 / (arch.lambda0 * arch.M))
-    return out if diagonal else out.reshape(n, n, A.shape[0], B.shape[0])
+    _fill_blocks(act, out, p1.patches_as(dtype), p2.patches_as(dtype),
+                 p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False), pairs,
+                 _scale(arch))
+    return out if diagonal else out.reshape(n, n, P1, P2)
 
 
 def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     """μ_i(x) for every patch and sample, shape (n, P)."""
-    arch = arch.with_input(X)
-    _, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))
-    return arch.act.mean(var)
+    return arch.prepare(X).mu.astype(np.dtype(dtype), copy=True)
 
 
 def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
@@ -236,14 +233,19 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
 
     ``diagonal=True`` returns only K_ii(x0, x0), shape (n, P0).
     """
-    arch = arch.with_input(X)
-    Z, var = _prepare(arch, arch.check_data(X), np.dtype(dtype))       # (n, P, M), (n, P)
+    prep = arch.prepare(X)
+    arch = prep.arch
+    dtype = np.dtype(dtype)
+    var = prep.var
     if diagonal:
-        return var.copy() if covariance else arch.act.kernel(var, var, var)
-    C = np.einsum("ipm,jpm->ijp", Z, Z) / (arch.lambda0 * arch.M)
+        out = var.copy() if covariance else arch.act.kernel(var, var, var)
+        return out.astype(dtype, copy=False)
+    Z = prep.patches
+    C = np.einsum("ipm,jpm->ijp", Z, Z) * _scale(arch)
     if covariance:
-        return C
-    return arch.act.kernel(C, var[:, None, :], var[None, :, :])
+        return C.astype(dtype, copy=False)
+    out = arch.act.kernel(C, var[:, None, :], var[None, :, :])
+    return out.astype(dtype, copy=False)
 
 
 test_diagonal.__test__ = False   # a public API name, not a pytest test when imported into one
@@ -251,53 +253,46 @@ test_diagonal.__test__ = False   # a public API name, not a pytest test when imp
 
 def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Σ_ij W_ij K_ij(x1, x2), shape (P1, P2), in chunks of X1 so the full tensor is never held."""
-    arch = arch.with_input(X1)
-    A = arch.check_data(X1, "X1")
-    B = arch.check_data(X2, "X2")
+    p1 = arch.prepare(X1, "X1")
+    arch = p1.arch
+    p2 = arch.prepare(X2, "X2")
     n = arch.n
     W = np.asarray(W, dtype=float)
-    per_row = n * n * B.shape[0] * np.dtype(dtype).itemsize
+    per_row = n * n * p2.P * np.dtype(dtype).itemsize
     budget = get_memory_budget() if memory_budget is None else int(memory_budget)
-    chunk = int(max(1, min(A.shape[0], (budget // 4) // max(per_row, 1))))
-    out = np.empty((A.shape[0], B.shape[0]))
-    for s in range(0, A.shape[0], chunk):
-        Kx = cross_kernels(arch, A[s:s + chunk], B, dtype=dtype, memory_budget=budget)
-        out[s:s + chunk] = full_combine(W, Kx)
+    chunk = int(max(1, min(p1.P, (budget // 4) // max(per_row, 1))))
+    out = np.empty((p1.P, p2.P))
+    for rows, part in p1.chunks(chunk):
+        Kx = cross_kernels(arch, part, p2, dtype=dtype, memory_budget=budget)
+        out[rows] = full_combine(W, Kx)
     return out
 
 
 def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN and CNN) or
-    (1/(λ1 n²)) Σ_ij K_ij (CNN with readout="pool", accumulated: kren.pooling)."""
+    (1/(λ1 n²)) Σ_ij K_ij (CNN with readout="pool", accumulated: kren.pooling).
+
+    One accumulator, one block and the closed form's scratch (P1×P2 each) are held at a time.
+    """
     if getattr(arch, "readout", "local") == "pool":
         from .pooling import pooled_nngp_kernel
         return pooled_nngp_kernel(arch, X1, X2, dtype=dtype, memory_budget=memory_budget)
-    arch = arch.with_input(X1)
-    n = arch.n
-    A = arch.check_data(X1, "X1")
-    if X2 is None:
-        P = A.shape[0]
-        # one accumulator, one block and the kernel's scratch (two P×P) are held at a time
-        check_memory(4 * P * P * 8, f"NNGP kernel ({P}×{P}, accumulated over {n} blocks)",
-                     memory_budget)
-        Z, var = _prepare(arch, A, np.dtype(dtype))
-        K = np.zeros((P, P))
-        blk = np.empty((P, P), dtype=dtype)
-        for i in range(n):
-            np.matmul(Z[i], Z[i].T, out=blk)
-            blk *= 1.0 / (arch.lambda0 * arch.M)
-            arch.act.kernel_inplace(blk, var[i], var[i])
-            K += blk
-        K = 0.5 * (K + K.T)
-        return K / (arch.lambda1 * n)
-    B = arch.check_data(X2, "X2")
-    Z1, v1 = _prepare(arch, A, np.dtype(dtype), "X1")
-    Z2, v2 = _prepare(arch, B, np.dtype(dtype), "X2")
-    K = np.zeros((A.shape[0], B.shape[0]))
-    blk = np.empty_like(K, dtype=dtype)
+    p1 = arch.prepare(X1, "X1")
+    arch = p1.arch
+    p2 = p1 if X2 is None else arch.prepare(X2, "X2")
+    n, P1, P2 = arch.n, p1.P, p2.P
+    what = f"NNGP kernel ({P1}×{P2}, accumulated over {n} blocks)"
+    check_memory(4 * P1 * P2 * 8, what, memory_budget)
+    dtype = np.dtype(dtype)
+    Z1, Z2 = p1.patches_as(dtype), p2.patches_as(dtype)
+    v1, v2 = p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False)
+    K = np.zeros((P1, P2))
+    blk = np.empty((P1, P2), dtype=dtype)
     for i in range(n):
         np.matmul(Z1[i], Z2[i].T, out=blk)
-        blk *= 1.0 / (arch.lambda0 * arch.M)
+        blk *= _scale(arch)
         arch.act.kernel_inplace(blk, v1[i], v2[i])
         K += blk
+    if X2 is None:
+        K = 0.5 * (K + K.T)
     return K / (arch.lambda1 * n)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .generated import pool as _gen
-from .kernels import (KernelTensor, _fill_blocks, _prepare, _threads, check_memory,
-                      get_memory_budget)
+from .kernels import KernelTensor, _fill_blocks, _threads, check_memory, get_memory_budget
 from .linalg import triu_pairs
 
 __all__ = ["pooled_train_kernel", "pooled_cross_kernel", "pooled_test_diagonal",
@@ -64,15 +63,15 @@ def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> Kernel
     """
     arch = _check_pool(arch)
     dtype = _dtype(dtype)
-    Xc = arch.check_data(X)
-    P, n, M = Xc.shape[0], arch.n, arch.M
+    prep = arch.prepare(X)                      # validated once; patches cut after the check
+    P, n, M = prep.P, arch.n, arch.M
     item = dtype.itemsize
     pairs = triu_pairs(n)
     # accumulator and its symmetrized partial sum (float64), the patches, the kernel scratch
     fixed = 3 * P * P * 8 + 2 * P * n * M * item + _threads() * P * P * item
     chunk = _chunk(len(pairs), P * P * item, fixed, memory_budget,
                    f"pooled train kernel ({P}×{P}, accumulated over {len(pairs)} blocks, {dtype})")
-    Z, var = _prepare(arch, Xc, dtype)
+    Z, var = prep.patches_as(dtype), prep.var.astype(dtype, copy=False)
     scale = 1.0 / (arch.lambda0 * M)
     buf = np.empty((chunk, P, P), dtype=dtype)
     K = np.zeros((P, P))
@@ -81,8 +80,8 @@ def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> Kernel
         blk = buf[:len(pc)]
         _fill_blocks(arch.act, blk, Z, Z, var, var, pc, scale)
         K += _gen.pooled_kernel_partial(blk, pc, n)
-    mu = _gen.pooled_means(arch.act.mean(var))
-    var_bar = var.astype(np.float64).mean(axis=0, keepdims=True)
+    mu = _gen.pooled_means(prep.mu)
+    var_bar = prep.var.mean(axis=0, keepdims=True)
     return KernelTensor(K[None].astype(dtype, copy=False), np.zeros((1, 2), dtype=np.intp), 1,
                         mu.astype(dtype, copy=False), var_bar.astype(dtype, copy=False))
 
@@ -96,9 +95,9 @@ def pooled_cross_kernel(arch, X1, X2, dtype=np.float64, memory_budget=None) -> n
     """
     arch = _check_pool(arch)
     dtype = _dtype(dtype)
-    A = arch.check_data(X1, "X1")
-    B = arch.check_data(X2, "X2")
-    P1, P2, n, M = A.shape[0], B.shape[0], arch.n, arch.M
+    p1 = arch.prepare(X1, "X1")
+    p2 = p1.arch.prepare(X2, "X2")
+    P1, P2, n, M = p1.P, p2.P, arch.n, arch.M
     item = dtype.itemsize
     ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
@@ -106,8 +105,8 @@ def pooled_cross_kernel(arch, X1, X2, dtype=np.float64, memory_budget=None) -> n
     chunk = _chunk(len(pairs), P1 * P2 * item, fixed, memory_budget,
                    f"pooled cross kernel ({P1}×{P2}, accumulated over {len(pairs)} blocks, "
                    f"{dtype})")
-    Z1, v1 = _prepare(arch, A, dtype, "X1")
-    Z2, v2 = _prepare(arch, B, dtype, "X2")
+    Z1, v1 = p1.patches_as(dtype), p1.var.astype(dtype, copy=False)
+    Z2, v2 = p2.patches_as(dtype), p2.var.astype(dtype, copy=False)
     scale = 1.0 / (arch.lambda0 * M)
     buf = np.empty((chunk, P1, P2), dtype=dtype)
     K = np.zeros((P1, P2))
@@ -127,16 +126,15 @@ def pooled_test_diagonal(arch, X, dtype=np.float64, memory_budget=None) -> np.nd
     from .kernels import test_diagonal
     arch = _check_pool(arch)
     dtype = _dtype(dtype)
-    Xc = arch.check_data(X)
-    P0, n = Xc.shape[0], arch.n
+    prep = arch.prepare(X)
+    P0, n = prep.P, arch.n
     per_input = 3 * n * n * dtype.itemsize + 2 * n * arch.M * dtype.itemsize
     budget = get_memory_budget() if memory_budget is None else int(memory_budget)
     check_memory(per_input, f"pooled test diagonal ({n}×{n} patch pairs per input)", budget)
     chunk = int(max(1, min(P0, budget // per_input)))
     out = np.empty(P0)
-    for s in range(0, P0, chunk):
-        out[s:s + chunk] = _gen.pooled_test_diagonal(test_diagonal(arch, Xc[s:s + chunk],
-                                                                   dtype=dtype))
+    for rows, part in prep.chunks(chunk):
+        out[rows] = _gen.pooled_test_diagonal(test_diagonal(arch, part, dtype=dtype))
     return out
 
 

@@ -278,3 +278,24 @@ def pooled_unit_mean(X, input_shape, mask, stride, padding="valid", activation="
         return np.zeros(p.shape[0])
     var = np.sum(p * p, axis=2) / (lambda0 * p.shape[2])             # (P, n)
     return np.mean(mean_relu(var), axis=1)
+
+
+# --------------------------------------------------------------------------- deep FC
+def deep_nngp_fc(X1, X2, L, activation="erf", lambda0=1.0, lambdas=1.0):
+    """Infinite-width kernel of an L-layer FC network (THEORY §2), K^{(L)}(x1, x2)/λ_L.
+
+    Done on the joint Gram matrix of X1 ∪ X2 (one (P1 + P2)² matrix): C = ZZᵀ/(λ0 N0), then L
+    times C ← form(C, diag(C) rows, diag(C) columns)/λ_l with the textbook closed forms; the
+    (X1, X2) block is returned. ``lambdas``: one number for every layer or a list of L.
+    """
+    X1 = np.asarray(X1, dtype=np.float64).reshape(len(X1), -1)
+    X2 = np.asarray(X2, dtype=np.float64).reshape(len(X2), -1)
+    lambdas = [float(lambdas)] * L if np.ndim(lambdas) == 0 else [float(v) for v in lambdas]
+    assert len(lambdas) == L
+    Z = np.concatenate([X1, X2], axis=0)
+    C = Z @ Z.T / (lambda0 * Z.shape[1])
+    form = CLOSED_FORMS[activation]
+    for layer in range(L):
+        v = np.diag(C).copy()
+        C = form(C, v[:, None], v[None, :]) / lambdas[layer]
+    return C[:len(X1), len(X1):]

@@ -200,7 +200,9 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             if not torch.isfinite(X).all():
                 raise ValueError(f"{name} contains NaN or inf")
             return X.to(device=self.device, dtype=self.dtype)
-        X = self.arch.check_data(X, name)
+        X = self.arch.check_data(X, name)          # a kren.prepared.Prepared: not checked again
+        if not X.flags.writeable:                  # prepared inputs are read-only
+            return torch.tensor(X, dtype=self.dtype, device=self.device)
         return torch.as_tensor(X, dtype=self.dtype, device=self.device)
 
     def patches(self, X, name: str = "X") -> torch.Tensor:
@@ -208,7 +210,14 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         return self.as_input(X, name)[:, self.index]
 
     def prepare(self, X, name: str = "X") -> torch.Tensor:
-        """Patch-major contiguous patches, shape (n, P, M): the input of the internal methods."""
+        """Patch-major contiguous patches, shape (n, P, M): the input of the internal methods.
+
+        X may be a :class:`kren.prepared.Prepared` (``arch.prepare(X)``), whose patches are
+        used as they are (validated and cut once, shared with the theory side)."""
+        from ..prepared import Prepared
+        if isinstance(X, Prepared):
+            Z = self.arch.prepare(X, name).patches
+            return torch.tensor(Z, dtype=self.dtype, device=self.device)
         return self.patches(X, name).transpose(0, 1).contiguous()
 
     # ------------------------------------------------------------------ forward

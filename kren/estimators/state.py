@@ -1,0 +1,155 @@
+"""The fitted state of an estimator: one immutable object, built at the end of a successful fit.
+
+An estimator holds at most one :class:`Fit` (``est.fit_``). ``fit`` builds a new one from local
+variables only and assigns it as its last step, so a fit that fails part-way (bad data, a
+non-positive-definite A, a memory error) leaves the previous fit untouched. Everything that uses
+a fit — predict, the errors, the renormalized kernel, saves — reads its parameters from the fit,
+never from the estimator; a parameter changed by ``set_params`` since is reported
+(:meth:`Fit.changed_params`), never mixed in.
+
+The train tensor is held as ``tensor`` and used only through ``RenormalizedKernel.on_tensor``
+(K_R over the training set) and the solver, so a lazily computed tensor (streaming, issue 13)
+can take its place.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..prepared import Prepared, fingerprint
+from ..renormalized import RenormalizedKernel, posterior_moments
+from .solve import SolverResult
+
+__all__ = ["Fit", "RESOURCE_PARAMS", "same_value"]
+
+#: Parameters that decide how, not what, is computed: changing them does not make a fit stale.
+RESOURCE_PARAMS = frozenset({"memory_budget", "cache"})
+
+
+def _normalize(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_normalize(u) for u in v)
+    if isinstance(v, np.ndarray):
+        return tuple(_normalize(u) for u in v.tolist())
+    if isinstance(v, (np.dtype, type)):
+        try:
+            return np.dtype(v).str
+        except TypeError:
+            return v
+    if isinstance(v, str) and v in ("float32", "float64"):
+        return np.dtype(v).str
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return v
+
+
+def same_value(a, b) -> bool:
+    """Parameter values equal up to spelling (tuple/list, NumPy scalars, dtype names)."""
+    if a is b:
+        return True
+    try:
+        return bool(_normalize(a) == _normalize(b))
+    except Exception:                      # noqa: BLE001 - incomparable values differ
+        return False
+
+
+def _frozen(a):
+    if isinstance(a, np.ndarray):
+        a = np.array(a, dtype=np.float64, copy=True)
+        a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """A successful fit (module docstring). Fields:
+
+    ``estimator`` (class name), ``params`` (the estimator's parameters at fit time, a copy; do not
+    modify), ``arch`` (the architecture with its input shape), ``train`` (the prepared training
+    inputs), ``y`` (float64 targets), ``tensor`` (the train×train kernel tensor the action
+    needs), ``Q``, ``Qbar`` (floats for FC, n×n arrays otherwise), ``T``, ``N``, ``dtype``,
+    ``cho`` (the Cholesky factor of A = T𝟙 + K_R) and ``z`` = A⁻¹y, ``result`` (the
+    :class:`kren.saddle.SolverResult`).
+    """
+
+    estimator: str
+    params: dict
+    arch: object
+    train: Prepared
+    y: np.ndarray
+    tensor: object
+    Q: object
+    Qbar: object
+    T: float
+    N: float
+    dtype: np.dtype
+    cho: tuple
+    z: np.ndarray
+    result: SolverResult
+    K_R_train: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, estimator, params, arch, train, y, tensor, Q, Qbar, T, N, dtype, result,
+              cho=None, z=None):
+        """Freeze the arrays; when the solver returned no factor of A (scalar problems, N = ∞),
+        build K_R over the training set and factorize A = T𝟙 + K_R once (THEORY §3)."""
+        from ..linalg import cho_factor, cho_solve
+        Q, Qbar = _frozen(Q), _frozen(Qbar)
+        K_R = None
+        if cho is None:
+            K_R = RenormalizedKernel(arch, Q, Qbar).on_tensor(tensor)
+            cho = cho_factor(K_R + T * np.eye(K_R.shape[0]), "A = T·1 + K_R")
+            z = cho_solve(cho, y)
+            K_R.flags.writeable = False
+        cho = (_frozen(cho[0]), cho[1])
+        return cls(estimator, dict(params), arch, train, _frozen(y), tensor,
+                   Q, Qbar, float(T), float(N), np.dtype(dtype), cho, _frozen(z), result, K_R)
+
+    # ------------------------------------------------------------------ derived, lazily
+    @property
+    def P(self) -> int:
+        return self.train.P
+
+    @property
+    def alpha(self) -> float:
+        """α = P/N (0 at N = ∞)."""
+        return self.P / self.N if math.isfinite(self.N) else 0.0
+
+    @cached_property
+    def K_R(self) -> np.ndarray:
+        """K_R over the training set (THEORY §3), built on first use."""
+        if self.K_R_train is not None:
+            return self.K_R_train
+        K = RenormalizedKernel(self.arch, self.Q, self.Qbar).on_tensor(self.tensor)
+        K.flags.writeable = False
+        return K
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        """sha256 of the training inputs and targets (saves)."""
+        return fingerprint(self.train.X, self.y)
+
+    # ------------------------------------------------------------------ use
+    def kernel(self, cache=None, memory_budget=None) -> RenormalizedKernel:
+        """K_R(x, x') of this fit as a :class:`kren.renormalized.RenormalizedKernel`."""
+        return RenormalizedKernel(self.arch, self.Q, self.Qbar, dtype=self.dtype.name,
+                                  memory_budget=memory_budget, cache=cache)
+
+    def predict(self, X, cache=None, memory_budget=None):
+        """GP regression with K_R (THEORY §4) on X (raw or prepared): (mean, var)."""
+        return posterior_moments(self.kernel(cache, memory_budget), X, self.train, self.cho,
+                                 self.z)
+
+    def train_error(self) -> float:
+        """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] with this fit's T and A (THEORY §4)."""
+        from ..generated import predictor
+        return float(predictor.train_error(self.K_R, self.cho, self.y, self.T))
+
+    def changed_params(self, current: dict) -> list[tuple[str, object, object]]:
+        """(name, value at fit, current value) for every parameter that differs, resources
+        (``memory_budget``, ``cache``) excepted."""
+        return [(k, v, current.get(k)) for k, v in self.params.items()
+                if k not in RESOURCE_PARAMS and not same_value(v, current.get(k))]
