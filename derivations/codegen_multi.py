@@ -16,6 +16,7 @@ import sympy as sp
 from sympy import Identity, MatrixSymbol
 
 from . import multi_output as mo
+from .action import PairContract
 from .printer import ChoFactor, ChoSolve
 
 __all__ = ["functions_multi", "functions_multi_fc", "DOC_MULTI", "DOC_MULTI_FC",
@@ -33,16 +34,60 @@ IMPORTS_MULTI = ["import numpy as np", "from scipy.linalg import solve_triangula
                  "lifted_sandwich, multi_diag_combine,\n"
                  "                               multi_diag_point_blocks, multi_full_combine, "
                  "multi_pair_combine,\n"
-                 "                               multi_pair_contract, multi_pair_hessian_terms, "
-                 "multi_point_blocks,\n"
-                 "                               multi_tensor, output_count, output_pairs, "
-                 "point_block_gram)"]
+                 "                               multi_pair_contract, multi_pair_contract_inverse, "
+                 "multi_pair_hessian_terms,\n"
+                 "                               multi_point_blocks, multi_tensor, output_count, "
+                 "output_pairs,\n"
+                 "                               point_block_gram, shifted)"]
 IMPORTS_MULTI_FC = ["import numpy as np", "",
                     "from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve, "
                     "triu_pairs\n"
                     "from kren.multi_linalg import eigh_pd, kron_eig_hessian_terms"]
 
 A_LABEL = "A = T*1 + K_R"
+
+
+class _Shifted(sp.Expr):
+    """A = T𝟙 + K_R printed as ``shifted(K_R, T)`` (kren.multi_linalg.shifted: T added to the
+    diagonal of the temporary K_R in place; no (DP)×(DP) identity)."""
+
+    is_commutative = True
+
+    def _numpycode(self, p):
+        return f"shifted({p._print(self.args[0])}, {p._print(self.args[1])})"
+
+
+class _ContractInverse(sp.Expr):
+    """G = PairContract(K', B) with B = A⁻¹ − zzᵀ, printed as
+    ``multi_pair_contract_inverse(blocks, cho, z, pairs, D)`` (kren.multi_linalg: from the
+    Cholesky factor of A, B never formed)."""
+
+    is_commutative = True
+
+    def _numpycode(self, p):
+        return f"multi_pair_contract_inverse(blocks, {p._print(self.args[0])}, " \
+               f"{p._print(self.args[1])}, pairs, D)"
+
+
+def _fast(defs, contract: bool):
+    """The printed forms of two definitions of derivations.multi_output.multi_program (their
+    values unchanged): A = T𝟙 + K_R in place on the temporary K_R, and (``contract``: zero-mean
+    units, where nothing else needs B) G = PairContract(K', B) from the Cholesky factor of A,
+    so that B itself is no longer printed."""
+    B = MatrixSymbol("B", mo.DP, mo.DP)
+    K_R = MatrixSymbol("K_R", mo.DP, mo.DP)
+    out = []
+    for sym, e in defs:
+        if str(sym) == "A":
+            if e != mo.T * Identity(mo.DP) + K_R:
+                raise AssertionError(f"A is not T*1 + K_R: {e}")
+            e = _Shifted(K_R, mo.T)
+        elif str(sym) == "G" and contract:
+            if e != PairContract(mo.K, B, mo.nD):
+                raise AssertionError(f"G is not PairContract(K, B): {e}")
+            e = _ContractInverse(sp.Symbol("cho"), MatrixSymbol("z", mo.DP, 1))
+        out.append((sym, e))
+    return out
 
 
 def _fn(*args, **kw):
@@ -136,12 +181,12 @@ def functions_multi() -> list:
             {S_DOC}
             {K_DOC}
             """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y,
-            _with_cho(gen.defs, False, labels), ["S"], **common),
+            _with_cho(_fast(gen.defs, False), False, labels), ["S"], **common),
         _fn("action_zero_mean", ["Q", "blocks", "pairs", "D", "y", "T", "N", "lambda1"],
             f"""D-output effective action, zero-mean units (THEORY §3c):
 
             {S0_DOC}
-            """, PRE_Q + PRE_T + PRE_Y, _with_cho(zm.defs, True, labels), ["S"], **common),
+            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels), ["S"], **common),
         _fn("action_gradient", ["Q", "Qbar", "blocks", "pairs", "mu", "D", "y", "T", "N",
                                 "lambda1"],
             f"""D-output action and gradient (THEORY §3c): (S, dS_dQ, dS_dQbar, cho, z).
@@ -153,7 +198,7 @@ def functions_multi() -> list:
             (μᴰ the lifted means, kren.multi_linalg.lift_means; derivations.multi_output
             .multi_program). {mo_doc(VEC_DOC)}
             cho: Cholesky factor of A; z = A⁻¹y (DP,).
-            """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y, _with_cho(gen.defs, False, labels),
+            """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y, _with_cho(_fast(gen.defs, False), False, labels),
             ["S", "dS_dQ", "dS_dQbar", "cho", "z"], **common),
         _fn("action_gradient_zero_mean", ["Q", "blocks", "pairs", "D", "y", "T", "N",
                                           "lambda1"],
@@ -164,7 +209,7 @@ def functions_multi() -> list:
             {mo_doc(VEC_DOC)}
             One (DP)×(DP) Cholesky and inverse, two passes over the stored blocks (one GEMM per
             output each, kren.multi_linalg).
-            """, PRE_Q + PRE_T + PRE_Y, _with_cho(zm.defs, True, labels),
+            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels),
             ["S", "dS_dQ", "cho", "z"], **common),
     ]
     hz = mo.multi_hessian_zero_mean_program()

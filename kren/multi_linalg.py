@@ -25,7 +25,7 @@ import numpy as np
 
 from .linalg import NotPositiveDefiniteError, _pair_hessian_terms, single_blas_thread
 
-__all__ = ["output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
+__all__ = ["multi_pair_contract_inverse", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
            "multi_full_combine", "multi_diag_combine", "multi_point_blocks",
            "multi_diag_point_blocks", "lift_means", "lifted_sandwich", "lifted_point_sandwich",
            "lifted_tensor", "multi_pair_hessian_terms", "point_block_gram", "eigh_pd",
@@ -115,11 +115,13 @@ def multi_pair_combine(W, blocks, pairs, D) -> np.ndarray:
     C[pairs[:, 0] == pairs[:, 1]] *= 0.5
     flat = blocks.reshape(n_p, P * P)
     S = np.empty((D, P, D, P))
-    for d in range(D):
-        Sd = (C[:, d, :].T @ flat).reshape(D, P, P)             # S_{de}, e = 0..D−1
-        S[d] = Sd.transpose(1, 0, 2)
+    with single_blas_thread():          # one pass over the blocks: memory bound
+        for d in range(D):
+            Sd = (C[:, d, :].T @ flat).reshape(D, P, P)         # S_{de}, e = 0..D−1
+            S[d] = Sd.transpose(1, 0, 2)
     S = S.reshape(D * P, D * P)
-    return S + S.T
+    S += S.T.copy()
+    return S
 
 
 def multi_pair_contract(blocks, B, pairs, D) -> np.ndarray:
@@ -135,14 +137,69 @@ def multi_pair_contract(blocks, B, pairs, D) -> np.ndarray:
     n = int(np.max(pairs)) + 1 if n_p else 1
     flat = blocks.reshape(n_p, P * P)
     g = np.empty((n_p, D, D))
-    for d in range(D):
-        Bd = np.ascontiguousarray(B[d * P:(d + 1) * P].reshape(P, D, P).transpose(1, 0, 2))
-        g[:, d, :] = flat @ Bd.reshape(D, P * P).T.astype(blocks.dtype, copy=False)
+    with single_blas_thread():          # one pass over the blocks per output: memory bound
+        for d in range(D):
+            Bd = np.ascontiguousarray(B[d * P:(d + 1) * P].reshape(P, D, P).transpose(1, 0, 2))
+            g[:, d, :] = flat @ Bd.reshape(D, P * P).T.astype(blocks.dtype, copy=False)
     G = np.zeros((n, D, n, D))
     i, j = pairs[:, 0], pairs[:, 1]
     G[i, :, j, :] = g
     G[j, :, i, :] = g.transpose(0, 2, 1)
     return G.reshape(n * D, n * D)
+
+
+def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
+    """:func:`multi_pair_contract` of B = A⁻¹ − zzᵀ from the Cholesky factor of A, without
+    forming B: ⟨K_ij, (A⁻¹)_{de}⟩ from the lower triangle that LAPACK's potri returns (the
+    blocks d ≥ e, with ⟨K_ij, (A⁻¹)_{ed}⟩ = ⟨K_ij, (A⁻¹)_{de}ᵀ⟩), minus z_dᵀ K_ij z_e from
+    one product of the blocks with the D columns of z. Equal to multi_pair_contract(blocks,
+    A⁻¹ − zzᵀ, pairs, D) up to round-off, with one (DP)² copy instead of four."""
+    from scipy.linalg import lapack
+    D = output_count(D)
+    blocks = np.asarray(blocks)
+    n_p, P = blocks.shape[0], blocks.shape[1]
+    c, lower = cho
+    potri = lapack.dpotri if c.dtype == np.float64 else lapack.spotri
+    from .linalg import _lapack_context
+    with _lapack_context(c.shape[0]):
+        L, info = potri(c, lower=lower)
+    if info != 0:
+        raise NotPositiveDefiniteError(f"potri failed with info={info}")
+    if not lower:
+        L = L.T
+    n = int(np.max(pairs)) + 1 if n_p else 1
+    flat = blocks.reshape(n_p, P * P)
+    Z = np.asarray(z, dtype=float).reshape(D, P)                 # z_d as rows
+    g = np.empty((n_p, D, D))
+    with single_blas_thread():
+        for d in range(D):
+            rows = L[d * P:(d + 1) * P]
+            cols = []
+            for e in range(D):
+                if e < d:
+                    blk = rows[:, e * P:(e + 1) * P]             # (A⁻¹)_de, valid
+                elif e == d:
+                    t = np.tril(rows[:, e * P:(e + 1) * P])
+                    blk = t + np.tril(t, -1).T                   # the symmetric diagonal block
+                else:
+                    blk = L[e * P:(e + 1) * P, d * P:(d + 1) * P].T   # (A⁻¹)_de = (A⁻¹)_edᵀ
+                cols.append(np.ascontiguousarray(blk).reshape(-1))
+            g[:, d, :] = flat @ np.stack(cols, axis=1).astype(blocks.dtype, copy=False)
+        KZ = np.matmul(blocks, Z.T.astype(blocks.dtype, copy=False))    # (n_p, P, D): K_p z_e
+        g -= np.einsum("dm,pme->pde", Z, KZ)
+    G = np.zeros((n, D, n, D))
+    i, j = pairs[:, 0], pairs[:, 1]
+    G[i, :, j, :] = g
+    G[j, :, i, :] = g.transpose(0, 2, 1)
+    return G.reshape(n * D, n * D)
+
+
+def shifted(K, T) -> np.ndarray:
+    """K + T𝟙, adding T to the diagonal of K IN PLACE (K a temporary the caller owns, e.g. the
+    renormalized kernel inside an action): no (DP)×(DP) identity is formed."""
+    K = np.asarray(K)
+    K.flat[::K.shape[0] + 1] += T
+    return K
 
 
 def multi_full_combine(W, Kx, D) -> np.ndarray:

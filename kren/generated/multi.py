@@ -16,8 +16,9 @@ from kren.checks import (as_float, square, vector, means, packed_sandwich, packe
 from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve
 from kren.multi_linalg import (lift_means, lifted_point_sandwich, lifted_sandwich, multi_diag_combine,
                                multi_diag_point_blocks, multi_full_combine, multi_pair_combine,
-                               multi_pair_contract, multi_pair_hessian_terms, multi_point_blocks,
-                               multi_tensor, output_count, output_pairs, point_block_gram)
+                               multi_pair_contract, multi_pair_contract_inverse, multi_pair_hessian_terms,
+                               multi_point_blocks, multi_tensor, output_count, output_pairs,
+                               point_block_gram, shifted)
 
 __all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'hessian', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'renormalized_cross_kernel_diagonal', 'renormalized_test_diagonal_diagonal', 'predictor_moments', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
@@ -89,7 +90,7 @@ def action(Q, Qbar, blocks, pairs, mu, D, y, T, N, lambda1):
     cho_R = cho_factor(np.eye(nD) + Qbar, '1 + Qbar')
     R = cho_inverse(cho_R)
     K_R = (1/(lambda1*n))*(muD.T @ R @ muD - muD.T @ Q @ muD + multi_pair_combine(Q, blocks, pairs, D))
-    A = T*np.eye(DP) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Q @ Qbar) + (cho_logdet(cho) + (y @ z))/N
@@ -115,7 +116,7 @@ def action_zero_mean(Q, blocks, pairs, D, y, T, N, lambda1):
     lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
     K_R = (1/(lambda1*n))*multi_pair_combine(Q, blocks, pairs, D)
-    A = T*np.eye(DP) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
@@ -155,7 +156,7 @@ def action_gradient(Q, Qbar, blocks, pairs, mu, D, y, T, N, lambda1):
     R = cho_inverse(cho_R)
     t0 = 1/(lambda1*n)
     K_R = t0*(muD.T @ R @ muD - muD.T @ Q @ muD + multi_pair_combine(Q, blocks, pairs, D))
-    A = T*np.eye(DP) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Q @ Qbar) + (cho_logdet(cho) + (y @ z))/N
@@ -193,12 +194,11 @@ def action_gradient_zero_mean(Q, blocks, pairs, D, y, T, N, lambda1):
     cho_Q = cho_factor(Q, 'Q')
     t0 = 1/(lambda1*n)
     K_R = t0*multi_pair_combine(Q, blocks, pairs, D)
-    A = T*np.eye(DP) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
-    B = -np.outer(z, z) + cho_inverse(cho)
-    G = multi_pair_contract(blocks, B, pairs, D)
+    G = multi_pair_contract_inverse(blocks, cho, z, pairs, D)
     dS_dQ = -cho_inverse(cho_Q) + (t0/N)*G + np.eye(nD)
     return S, dS_dQ, cho, z
 

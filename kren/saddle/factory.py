@@ -29,7 +29,8 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
     :class:`ScalarProblem`, "diagonal" (LCN) or "matrix" (CNN) → :class:`MatrixProblem`.
 
     ``tensor``: a :class:`kren.kernels.KernelTensor` (blocks, pairs, n, mu, var) of the training
-    set; ``y`` the P targets; T, N, λ1 as in THEORY §1; ``zero_mean`` True for units with μ = 0
+    set; ``y`` the P targets, or a (P, D) array for D outputs (THEORY §3c: the problems of
+    :func:`kren.saddle.multi_factory.multi_problem_for`); T, N, λ1 as in THEORY §1; ``zero_mean`` True for units with μ = 0
     (Q̄ eliminated, S minimized over Q). N must be finite (N = ∞ is Q = 𝟙 exactly, no solve).
     """
     if structure not in STRUCTURES:
@@ -39,6 +40,9 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
     lambda1 = _positive(lambda1, "lambda1")
     P = np.asarray(tensor.blocks).shape[1]
     y = np.asarray(y, dtype=float)
+    if y.ndim == 2:                     # D outputs (THEORY §3c): kren.saddle.multi_factory
+        from .multi_factory import multi_problem_for
+        return multi_problem_for(structure, tensor, y, T, N, lambda1, zero_mean)
     if y.shape != (P,) or not np.all(np.isfinite(y)):
         raise ValueError(f"y must be a finite vector of the P = {P} targets, got shape {y.shape}")
     mu = np.asarray(tensor.mu)
