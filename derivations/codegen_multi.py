@@ -301,8 +301,8 @@ def _cross_fns():
                 f"""D-output K_R between two input sets (THEORY §3c, §4), (D·P1, D·P2), rows
                 (d, a), columns (e, b):
 
-                K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b]
-                                      + (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
+                K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b] +
+                (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
 
                 Kx: the {what}; mu1 (n, P1), mu2 (n, P2). Qbar=None: zero-mean units.
                 """, pre_q + pre_x + PRE_L + zero("cross", "mu1, mu2") + PRE_QB + pre_mx,
@@ -314,8 +314,8 @@ def _cross_fns():
             _fn(f"renormalized_test_diagonal{suffix}", ["Q", "Qbar", "Kd", "mu0", "D", "lambda1"],
                 f"""K_R(x0, x0) as a D×D block for every test input (THEORY §3c, §4), (P0, D, D):
 
-                K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) + (R − Q)_(i,d),(j,e)
-                                 μ0_i μ0_j]
+                K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) +
+                (R − Q)_(i,d),(j,e) μ0_i μ0_j]
 
                 Kd: {'K_ij(x0, x0), (n, n, P0) (FC: (1, 1, P0) or (P0,))' if kind == 'full'
                      else 'K_ii(x0, x0), (n, P0) (LCN)'}; mu0 (n, P0). Qbar=None: zero mean.
@@ -445,8 +445,8 @@ def functions_multi_fc() -> list:
         K − μμᵀ = U diag(k) Uᵀ, Yt = UᵀY (P, D), m = Uᵀμ, Q = V diag(q) Vᵀ, Ỹ = Yt V,
         Δ_μa = T + q_a k_μ/λ1, s1_a = Σ_μ m_μ²/Δ_μa, s2_a = Σ_μ m_μỸ_μa/Δ_μa,
         C = λ1 Vᵀ(𝟙 + Q̄)V + diag(s1), w = C⁻¹s2, Z̃ = (Ỹ − m wᵀ)/Δ:
-        S = −Tr(QQ̄) + log det(𝟙 + Q̄) + (1/N)[Σ log Δ + log det C − D log λ1 − log det(𝟙 + Q̄)
-            + Σ Ỹ²/Δ − s2ᵀw]
+        S = −Tr(QQ̄) + log det(𝟙 + Q̄) + (1/N)[Σ log Δ + log det C − D log λ1 −
+        log det(𝟙 + Q̄) + Σ Ỹ²/Δ − s2ᵀw]
         dS_dQ    = −Q̄ + V G̃c Vᵀ/(N λ1),
         G̃c_ab    = δ_ab Σ_μ k_μ/Δ_μa − (C⁻¹)_ab Σ_μ k_μ m_μ²/(Δ_μa Δ_μb) − Σ_μ k_μ Z̃_μa Z̃_μb
         dS_dQbar = −Q + R − R V H̃ Vᵀ R/(N λ1),  R = (𝟙 + Q̄)⁻¹,

@@ -17,7 +17,8 @@ class FC(KrenEstimator):
     _kind = "fc"
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None, *,
-                 tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None):
+                 tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None,
+                 one_hot=False, label_values=(1.0, -1.0)):
         self.N = N
         self.T = T
         self.lambda0 = lambda0
@@ -29,6 +30,8 @@ class FC(KrenEstimator):
         self.dtype = dtype
         self.memory_budget = memory_budget
         self.cache = cache
+        self.one_hot = one_hot
+        self.label_values = label_values
         self._check_params()
 
     @property
@@ -36,9 +39,12 @@ class FC(KrenEstimator):
         """λ1/Q*: the readout prior of the infinite-width FC net with the same predictor (§5.5).
 
         Defined for zero-mean activations only (for relu the mean part of K_R is rescaled by
-        1/(1+Q̄) instead of Q, so no single prior reproduces it): None there.
+        1/(1+Q̄) instead of Q, so no single prior reproduces it): None there. With D outputs
+        (THEORY §3c) K_R = (Q ⊗ K)/λ1 changes the shape of the kernel across outputs, not only
+        its scale: the equivalent infinite-width net has output-correlated readout weights of
+        covariance Q/λ1 (read Q_ itself, the "kernel shape"); None there too.
         """
         fit = self._fit_or_raise()
-        if not fit.arch.zero_mean:
+        if not fit.arch.zero_mean or fit.outputs is not None:
             return None
         return fit.arch.lambda1 / float(fit.Q)

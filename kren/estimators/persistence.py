@@ -53,7 +53,18 @@ def fit_to_dict(fit: Fit) -> dict:
         "alpha": fit.alpha if math.isfinite(fit.N) else _jsonable(fit.P / fit.N),
         "data_fingerprint": fit.data_fingerprint,
         "P": int(fit.P),
+        **_outputs(fit),
     }
+
+
+def _outputs(fit) -> dict:
+    """D outputs (THEORY §3c): their number and, for one-hot fits, the class labels."""
+    if fit.outputs is None:
+        return {}
+    out = {"outputs": int(fit.outputs)}
+    if fit.classes is not None:
+        out["classes"] = np.asarray(fit.classes).tolist()
+    return out
 
 
 def save_fit(fit: Fit, path) -> Path:
@@ -98,7 +109,7 @@ def load(path):
     cls = {"FC": FC, "LCN": LCN, "CNN": CNN}[d["estimator"]]
     params = {k: (float(v) if k == "N" and isinstance(v, str) else v)
               for k, v in d["params"].items() if k not in RESOURCE_PARAMS or k == "memory_budget"}
-    for k in ("input_shape", "mask", "stride"):
+    for k in ("input_shape", "mask", "stride", "label_values"):
         if isinstance(params.get(k), list):
             params[k] = tuple(params[k])
     est = cls(**params)
@@ -110,10 +121,12 @@ def load(path):
     r = d["result"]
     numeric = {"grad_norm", "rel_grad_norm", "action", "seconds"}
     result = SolverResult(**{k: (float(v) if k in numeric else v) for k, v in r.items()})
-    if arch.structure == "scalar":
+    if arch.structure == "scalar" and np.ndim(y) == 1:
         Q, Qbar = float(np.asarray(Q)), float(np.asarray(Qbar))
     else:
         Q, Qbar = np.asarray(Q, float), np.asarray(Qbar, float)
+    classes = d.get("classes")                       # one-hot fits (D outputs, THEORY §3c)
     est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor, Q,
-                         Qbar, float(est.T), float(est.N), dtype, result)
+                         Qbar, float(est.T), float(est.N), dtype, result,
+                         classes=None if classes is None else np.asarray(classes))
     return est

@@ -278,8 +278,8 @@ def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, D, lambda1):
     """D-output K_R between two input sets (THEORY §3c, §4), (D·P1, D·P2), rows
     (d, a), columns (e, b):
 
-    K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b]
-                          + (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
+    K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b] +
+    (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
 
     Kx: the full tensor Kx (n, n, P1, P2) (FC: (1, 1, P1, P2) or (P1, P2); pooled CNN: the pooled (P1, P2)); mu1 (n, P1), mu2 (n, P2). Qbar=None: zero-mean units.
     """
@@ -321,8 +321,8 @@ def _cross_zero_mean(Q, Kx, D, lambda1):
 def renormalized_test_diagonal(Q, Qbar, Kd, mu0, D, lambda1):
     """K_R(x0, x0) as a D×D block for every test input (THEORY §3c, §4), (P0, D, D):
 
-    K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) + (R − Q)_(i,d),(j,e)
-                     μ0_i μ0_j]
+    K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) +
+    (R − Q)_(i,d),(j,e) μ0_i μ0_j]
 
     Kd: K_ij(x0, x0), (n, n, P0) (FC: (1, 1, P0) or (P0,)); mu0 (n, P0). Qbar=None: zero mean.
     """
@@ -364,8 +364,8 @@ def renormalized_cross_kernel_diagonal(Q, Qbar, Kx, mu1, mu2, D, lambda1):
     """D-output K_R between two input sets (THEORY §3c, §4), (D·P1, D·P2), rows
     (d, a), columns (e, b):
 
-    K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b]
-                          + (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
+    K_R[(d, a), (e, b)] = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kx_ij[a, b] +
+    (R − Q)_(i,d),(j,e) μ1_i(a) μ2_j(b)],  R = (𝟙 + Q̄)⁻¹
 
     Kx: the diagonal blocks Kx (n, P1, P2) (LCN); mu1 (n, P1), mu2 (n, P2). Qbar=None: zero-mean units.
     """
@@ -405,8 +405,8 @@ def _cross_diagonal_zero_mean(Q, Kx, D, lambda1):
 def renormalized_test_diagonal_diagonal(Q, Qbar, Kd, mu0, D, lambda1):
     """K_R(x0, x0) as a D×D block for every test input (THEORY §3c, §4), (P0, D, D):
 
-    K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) + (R − Q)_(i,d),(j,e)
-                     μ0_i μ0_j]
+    K_R(x0, x0)_de = (1/(λ1 n)) Σ_ij [Q_(i,d),(j,e) Kd_ij(x0) +
+    (R − Q)_(i,d),(j,e) μ0_i μ0_j]
 
     Kd: K_ii(x0, x0), (n, P0) (LCN); mu0 (n, P0). Qbar=None: zero mean.
     """

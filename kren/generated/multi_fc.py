@@ -61,8 +61,8 @@ def action_eig(Q, Qbar, k, Yt, m, T, N, lambda1):
     K − μμᵀ = U diag(k) Uᵀ, Yt = UᵀY (P, D), m = Uᵀμ, Q = V diag(q) Vᵀ, Ỹ = Yt V,
     Δ_μa = T + q_a k_μ/λ1, s1_a = Σ_μ m_μ²/Δ_μa, s2_a = Σ_μ m_μỸ_μa/Δ_μa,
     C = λ1 Vᵀ(𝟙 + Q̄)V + diag(s1), w = C⁻¹s2, Z̃ = (Ỹ − m wᵀ)/Δ:
-    S = −Tr(QQ̄) + log det(𝟙 + Q̄) + (1/N)[Σ log Δ + log det C − D log λ1 − log det(𝟙 + Q̄)
-        + Σ Ỹ²/Δ − s2ᵀw]
+    S = −Tr(QQ̄) + log det(𝟙 + Q̄) + (1/N)[Σ log Δ + log det C − D log λ1 −
+    log det(𝟙 + Q̄) + Σ Ỹ²/Δ − s2ᵀw]
     dS_dQ    = −Q̄ + V G̃c Vᵀ/(N λ1),
     G̃c_ab    = δ_ab Σ_μ k_μ/Δ_μa − (C⁻¹)_ab Σ_μ k_μ m_μ²/(Δ_μa Δ_μb) − Σ_μ k_μ Z̃_μa Z̃_μb
     dS_dQbar = −Q + R − R V H̃ Vᵀ R/(N λ1),  R = (𝟙 + Q̄)⁻¹,
