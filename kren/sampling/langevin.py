@@ -349,7 +349,7 @@ class LangevinSampler:
                     a1 = acc[:, None]
                     theta.copy_(torch.where(a1, theta, theta0))
                     L = torch.where(acc, L1, L)
-                    f = torch.where(a1, f1, f)
+                    f = torch.where(acc.view((C,) + (1,) * (f.ndim - 1)), f1, f)
                     g = torch.where(a1, g1, g)
                     U = torch.where(acc, U1, U)
                 else:
