@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import activations
+from .errorbase import KrenError
 from .linalg import full_combine, pair_combine, pair_contract, single_blas_thread
-from .validation import InvalidParameterError
+from .validation import InvalidDataError, InvalidParameterError
 
 _BUDGET: int | None = None
 
 
-class MemoryBudgetError(MemoryError):
+class MemoryBudgetError(KrenError, MemoryError):
     """A kernel request would need more memory than the budget allows."""
 
 
@@ -121,8 +122,41 @@ class KernelTensor:
         return pair_contract(self.blocks, B, self.pairs, self.n)
 
 
-def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale):
-    """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
+def check_kernel_scale(activation, var1, var2, dtype=np.float64, names=("X", "X")) -> None:
+    """Raise :class:`kren.validation.InvalidDataError` when the kernel overflows ``dtype`` at the
+    largest local variances of the two input sets (module docstring of :mod:`kren.guard`).
+
+    The closed forms overflow first where the variances are largest: K(c, a, b) with
+    |c| ≤ √(ab) only forms products bounded by (1 + 2a)(1 + 2b), so evaluating K at
+    c = √(a_max b_max), a_max, b_max in ``dtype`` decides for every pair (one scalar evaluation).
+    """
+    dtype = np.dtype(dtype)
+    v1 = np.asarray(var1)
+    v2 = np.asarray(var2)
+    if v1.size == 0 or v2.size == 0:
+        return
+    a, b = float(np.max(v1)), float(np.max(v2))
+    with np.errstate(all="ignore"):
+        arr = np.array([a, b], dtype=dtype)
+        c = np.sqrt(arr[0]) * np.sqrt(arr[1])
+        k = activations.kernel(activation, c, arr[0], arr[1]).astype(dtype)
+        ok = bool(np.all(np.isfinite(arr)) and np.isfinite(k))
+    if not ok:
+        name = names[0] if a >= b else names[1]
+        raise InvalidDataError(
+            f"{name}: the inputs are too large for the {activation} kernel in {dtype.name}: local "
+            f"variances |x_i|²/(λ0 M) up to {max(a, b):.1e} overflow it. To fix: standardize "
+            "the inputs (e.g. sklearn.preprocessing.StandardScaler) or rescale them to order 1"
+            + (", or use dtype='float64'" if dtype != np.float64 else ""))
+
+
+def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale, names=("X", "X")):
+    """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded.
+
+    The scale of the inputs is checked first (:func:`check_kernel_scale`), so an overflowing
+    kernel is a named error before any block is computed."""
+    check_kernel_scale(activation, var1, var2, out.dtype, names)
+
     def work(p):
         i, j = pairs[p]
         blk = out[p]
@@ -178,7 +212,7 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
     var = prep.var.astype(dtype, copy=False)
     act = "linear" if covariance else arch.activation
     out = np.empty((len(pairs), P, P), dtype=dtype)
-    _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch))
+    _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch), (prep.name, prep.name))
     mu = (np.zeros_like(var) if covariance else prep.mu).astype(dtype, copy=True)
     return KernelTensor(out, pairs, n, mu, var.copy())
 
@@ -208,7 +242,7 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
     act = "linear" if covariance else arch.activation
     _fill_blocks(act, out, p1.patches_as(dtype), p2.patches_as(dtype),
                  p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False), pairs,
-                 _scale(arch))
+                 _scale(arch), (p1.name, p2.name))
     return out if diagonal else out.reshape(n, n, P1, P2)
 
 
@@ -218,7 +252,7 @@ def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
 
 
 def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
-                  diagonal: bool = False) -> np.ndarray:
+                  diagonal: bool = False, memory_budget=None) -> np.ndarray:
     """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0).
 
     ``diagonal=True`` returns only K_ii(x0, x0), shape (n, P0).
@@ -226,7 +260,13 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
     prep = arch.prepare(X)
     arch = prep.arch
     dtype = np.dtype(dtype)
+    n, P0 = arch.n, prep.P
+    need = (n if diagonal else 3 * n * n) * P0 * 8 + (0 if diagonal else n * P0 * arch.M * 8)
+    check_memory(need, f"test diagonal ({n if diagonal else n * n} patch pairs × {P0} inputs)",
+                 memory_budget)
     var = prep.var
+    if not covariance:
+        check_kernel_scale(arch.activation, var, var, dtype, (prep.name, prep.name))
     if diagonal:
         out = var.copy() if covariance else activations.kernel(arch.activation, var, var, var)
         return out.astype(dtype, copy=False)
@@ -271,9 +311,12 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
     arch = p1.arch
     p2 = p1 if X2 is None else arch.prepare(X2, "X2")
     n, P1, P2 = arch.n, p1.P, p2.P
-    what = f"NNGP kernel ({P1}×{P2}, accumulated over {n} blocks)"
-    check_memory(4 * P1 * P2 * 8, what, memory_budget)
     dtype = np.dtype(dtype)
+    what = f"NNGP kernel ({P1}×{P2}, accumulated over {n} blocks, {dtype})"
+    # accumulator (float64), one block and the closed form's scratch, and the patches
+    patches = (P1 + (0 if X2 is None else P2)) * n * arch.M * dtype.itemsize
+    check_memory(P1 * P2 * 8 + 2 * P1 * P2 * dtype.itemsize + patches, what, memory_budget)
+    check_kernel_scale(arch.activation, p1.var, p2.var, dtype, (p1.name, p2.name))
     Z1, Z2 = p1.patches_as(dtype), p2.patches_as(dtype)
     v1, v2 = p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False)
     K = np.zeros((P1, P2))
