@@ -20,6 +20,7 @@ import numpy as np
 
 from . import activations
 from .kernels import check_memory
+from .guard import guarded
 
 __all__ = ["layer_kernel", "check_depth", "check_priors", "input_covariance",
            "deep_nngp_kernel", "deep_nngp_cross", "deep_nngp_diagonal"]
@@ -70,6 +71,7 @@ def _check_lambda0(lambda0) -> float:
     return lambda0
 
 
+@guarded("input_covariance")
 def input_covariance(X1, X2=None, lambda0: float = 1.0):
     """C(x1, x2) = x1·x2/(λ0 N0) (THEORY §2) and the variances of each set.
 
@@ -98,6 +100,7 @@ def _recursion(C12, d1, d2, L, activation, lam, symmetric):
     return C12, d1, d2
 
 
+@guarded("deep_nngp_kernel")
 def deep_nngp_kernel(X, L, activation: str = "erf", lambda0: float = 1.0, lambdas=1.0,
                      memory_budget=None) -> np.ndarray:
     """Train×train deep NNGP kernel K^{(L)}/λ_L (module docstring), shape (P, P), symmetric."""
@@ -115,6 +118,7 @@ def deep_nngp_kernel(X, L, activation: str = "erf", lambda0: float = 1.0, lambda
     return 0.5 * (K + K.T)
 
 
+@guarded("deep_nngp_cross")
 def deep_nngp_cross(X1, X2, L, activation: str = "erf", lambda0: float = 1.0, lambdas=1.0,
                     memory_budget=None) -> np.ndarray:
     """Deep NNGP kernel between two input sets (e.g. test×train), shape (P1, P2)."""
@@ -130,6 +134,7 @@ def deep_nngp_cross(X1, X2, L, activation: str = "erf", lambda0: float = 1.0, la
     return K
 
 
+@guarded("deep_nngp_diagonal")
 def deep_nngp_diagonal(X, L, activation: str = "erf", lambda0: float = 1.0,
                        lambdas=1.0) -> np.ndarray:
     """K^{(L)}(x, x)/λ_L for every input, shape (P0,) (the variance recursion alone)."""

@@ -22,6 +22,7 @@ from . import activations
 from .errorbase import KrenError
 from .linalg import full_combine, pair_combine, pair_contract, single_blas_thread
 from .validation import InvalidDataError, InvalidParameterError
+from .guard import guarded
 
 _BUDGET: int | None = None
 
@@ -186,6 +187,7 @@ def _scale(arch) -> float:
     return 1.0 / (arch.lambda0 * arch.M)
 
 
+@guarded("train_kernels")
 def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
                   covariance: bool = False) -> KernelTensor:
     """Train×train tensor K_ij(x^μ, x^ν) for the architecture's pairs (or ``pairs`` given).
@@ -217,6 +219,7 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
     return KernelTensor(out, pairs, n, mu, var.copy())
 
 
+@guarded("cross_kernels")
 def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
                   covariance: bool = False, diagonal: bool = False) -> np.ndarray:
     """Full tensor K_ij(x1^a, x2^b) for all n² patch pairs, shape (n, n, P1, P2).
@@ -246,11 +249,13 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
     return out if diagonal else out.reshape(n, n, P1, P2)
 
 
+@guarded("unit_means")
 def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     """μ_i(x) for every patch and sample, shape (n, P)."""
     return arch.prepare(X).mu.astype(np.dtype(dtype), copy=True)
 
 
+@guarded("test_diagonal")
 def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
                   diagonal: bool = False, memory_budget=None) -> np.ndarray:
     """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0).
@@ -281,6 +286,7 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
 test_diagonal.__test__ = False   # a public API name, not a pytest test when imported into one
 
 
+@guarded("cross_combine")
 def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Σ_ij W_ij K_ij(x1, x2), shape (P1, P2), in chunks of X1 so the full tensor is never held."""
     p1 = arch.prepare(X1, "X1")
@@ -298,6 +304,7 @@ def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.n
     return out
 
 
+@guarded("nngp_kernel")
 def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN and CNN) or
     (1/(λ1 n²)) Σ_ij K_ij (CNN with readout="pool", accumulated: kren.pooling).
