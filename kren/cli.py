@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import activations
+
 
 def _floats(text: str):
     return [float(v) for v in text.split(",") if v.strip()]
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-test", type=int, default=500)
     d.add_argument("--N", type=_floats, default=None, help="comma-separated widths, 'inf' allowed")
     d.add_argument("--T", type=float, default=0.1)
-    d.add_argument("--activation", default="erf", choices=["erf", "relu", "linear"])
+    d.add_argument("--activation", default="erf", choices=activations.names())
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=float, default=_DEFAULTS["N"], help="width ('inf' for N = ∞)")
     for k in ("T", "lambda0", "lambda1"):
         s.add_argument(f"--{k}", type=float, default=_DEFAULTS[k])
-    s.add_argument("--activation", default="erf", choices=["erf", "relu", "linear"])
+    s.add_argument("--activation", default="erf", choices=activations.names())
     s.add_argument("--mask", default="2", help="int or comma-separated per axis")
     s.add_argument("--stride", default="2")
     s.add_argument("--padding", default="valid", choices=["valid", "circular"])

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import activations
+
 ARCH_NAMES = {"fc": "FC", "lcn": "LCN", "cnn": "CNN"}
 RHAT_MAX = 1.05
 REL_TOL = 0.10
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mask", type=_int_tuple, default=(2, 2), help="mask, e.g. 2 or 2,2 (default 2,2)")
     a("--stride", type=_int_tuple, default=(2, 2), help="stride (default 2,2)")
     a("--padding", default="valid", choices=["valid", "circular"])
-    a("--activation", default="erf", choices=["erf", "relu", "linear"])
+    a("--activation", default="erf", choices=activations.names())
     a("--lambda0", type=float, default=1.0)
     a("--lambda1", type=float, default=1.0)
     a("--T", type=float, default=0.1, help="temperature (default 0.1)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
 from .errorbase import KrenError
-from .solvers import ConvergenceWarning
+from .saddle import ConvergenceWarning
 from .validation import InvalidDataError, InvalidParameterError
 
 __all__ = ["KrenError", "NotFittedError", "StaleFitError", "UnconvergedError", "FitFileError",

@@ -123,47 +123,62 @@ class KernelTensor:
         return pair_contract(self.blocks, B, self.pairs, self.n)
 
 
-def check_kernel_scale(activation, var1, var2, dtype=np.float64, names=("X", "X")) -> None:
+#: Local variances below this never overflow a kernel (the closed forms reach float32's
+#: largest number at about 1e19, float64's at about 1e153): no probe is needed.
+SAFE_VARIANCE = 1e15
+
+
+def check_kernel_scale(act, var1, var2, dtype=np.float64, names=("X", "X")) -> None:
     """Raise :class:`kren.validation.InvalidDataError` when the kernel overflows ``dtype`` at the
     largest local variances of the two input sets (module docstring of :mod:`kren.guard`).
 
     The closed forms overflow first where the variances are largest: K(c, a, b) with
     |c| ≤ √(ab) only forms products bounded by (1 + 2a)(1 + 2b), so evaluating K at
-    c = √(a_max b_max), a_max, b_max in ``dtype`` decides for every pair (one scalar evaluation).
+    c = √(a_max b_max), a_max, b_max in ``dtype`` decides for every pair (one scalar
+    evaluation, made only above :data:`SAFE_VARIANCE`).
     """
     dtype = np.dtype(dtype)
-    v1 = np.asarray(var1)
-    v2 = np.asarray(var2)
-    if v1.size == 0 or v2.size == 0:
+    a = float(np.max(var1, initial=0.0))
+    b = float(np.max(var2, initial=0.0))
+    if max(a, b) <= SAFE_VARIANCE:
         return
-    a, b = float(np.max(v1)), float(np.max(v2))
+    act = activations.get(act)
     with np.errstate(all="ignore"):
         arr = np.array([a, b], dtype=dtype)
         c = np.sqrt(arr[0]) * np.sqrt(arr[1])
-        k = activations.kernel(activation, c, arr[0], arr[1]).astype(dtype)
-        ok = bool(np.all(np.isfinite(arr)) and np.isfinite(k))
+        k = np.asarray(act.kernel(c, arr[0], arr[1])).astype(dtype)
+        ok = bool(np.all(np.isfinite(arr)) and np.all(np.isfinite(k)))
     if not ok:
         name = names[0] if a >= b else names[1]
         raise InvalidDataError(
-            f"{name}: the inputs are too large for the {activation} kernel in {dtype.name}: local "
+            f"{name}: the inputs are too large for the {act.name} kernel in {dtype.name}: local "
             f"variances |x_i|²/(λ0 M) up to {max(a, b):.1e} overflow it. To fix: standardize "
             "the inputs (e.g. sklearn.preprocessing.StandardScaler) or rescale them to order 1"
             + (", or use dtype='float64'" if dtype != np.float64 else ""))
 
 
-def _fill_blocks(activation, out, Z1, Z2, var1, var2, pairs, scale, names=("X", "X")):
+def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale, names=("X", "X")):
     """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded.
 
     The scale of the inputs is checked first (:func:`check_kernel_scale`), so an overflowing
     kernel is a named error before any block is computed."""
-    check_kernel_scale(activation, var1, var2, out.dtype, names)
+    check_kernel_scale(act, var1, var2, out.dtype, names)
+    # per-patch precomputation of the activation (quadrature coefficients; identity for closed
+    # forms), done once for all the blocks a patch appears in
+    top = max(float(np.max(var1, initial=0.0)), float(np.max(var2, initial=0.0)))
+    rows, cols = np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
+    if var2 is var1:
+        tab1 = tab2 = {i: act.tabulate(var1[i], top) for i in np.union1d(rows, cols)}
+    else:
+        tab1 = {i: act.tabulate(var1[i], top) for i in rows}
+        tab2 = {j: act.tabulate(var2[j], top) for j in cols}
 
     def work(p):
         i, j = pairs[p]
         blk = out[p]
         np.matmul(Z1[i], Z2[j].T, out=blk)
         blk *= scale
-        activations.kernel_inplace(activation, blk, var1[i], var2[j])
+        act.kernel_inplace(blk, tab1[i], tab2[j])
     n_threads = min(_threads(), len(pairs))
     if n_threads == 1:
         for p in range(len(pairs)):
@@ -212,7 +227,7 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
                  memory_budget)
     Z = prep.patches_as(dtype)
     var = prep.var.astype(dtype, copy=False)
-    act = "linear" if covariance else arch.activation
+    act = activations.LINEAR if covariance else arch.act
     out = np.empty((len(pairs), P, P), dtype=dtype)
     _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch), (prep.name, prep.name))
     mu = (np.zeros_like(var) if covariance else prep.mu).astype(dtype, copy=True)
@@ -242,7 +257,7 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
         ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         pairs = np.stack([ii.ravel(), jj.ravel()], axis=1)
     out = np.empty((n_blocks, P1, P2), dtype=dtype)
-    act = "linear" if covariance else arch.activation
+    act = activations.LINEAR if covariance else arch.act
     _fill_blocks(act, out, p1.patches_as(dtype), p2.patches_as(dtype),
                  p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False), pairs,
                  _scale(arch), (p1.name, p2.name))
@@ -271,15 +286,15 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
                  memory_budget)
     var = prep.var
     if not covariance:
-        check_kernel_scale(arch.activation, var, var, dtype, (prep.name, prep.name))
+        check_kernel_scale(arch.act, var, var, dtype, (prep.name, prep.name))
     if diagonal:
-        out = var.copy() if covariance else activations.kernel(arch.activation, var, var, var)
+        out = var.copy() if covariance else arch.act.kernel(var, var, var)
         return out.astype(dtype, copy=False)
     Z = prep.patches
     C = np.einsum("ipm,jpm->ijp", Z, Z) * _scale(arch)
     if covariance:
         return C.astype(dtype, copy=False)
-    out = activations.kernel(arch.activation, C, var[:, None, :], var[None, :, :])
+    out = arch.act.kernel(C, var[:, None, :], var[None, :, :])
     return out.astype(dtype, copy=False)
 
 
@@ -323,7 +338,7 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
     # accumulator (float64), one block and the closed form's scratch, and the patches
     patches = (P1 + (0 if X2 is None else P2)) * n * arch.M * dtype.itemsize
     check_memory(P1 * P2 * 8 + 2 * P1 * P2 * dtype.itemsize + patches, what, memory_budget)
-    check_kernel_scale(arch.activation, p1.var, p2.var, dtype, (p1.name, p2.name))
+    check_kernel_scale(arch.act, p1.var, p2.var, dtype, (p1.name, p2.name))
     Z1, Z2 = p1.patches_as(dtype), p2.patches_as(dtype)
     v1, v2 = p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False)
     K = np.zeros((P1, P2))
@@ -331,7 +346,7 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
     for i in range(n):
         np.matmul(Z1[i], Z2[i].T, out=blk)
         blk *= _scale(arch)
-        activations.kernel_inplace(arch.activation, blk, v1[i], v2[i])
+        arch.act.kernel_inplace(blk, v1[i], v2[i])
         K += blk
     if X2 is None:
         K = 0.5 * (K + K.T)

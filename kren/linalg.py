@@ -146,34 +146,65 @@ def sym(A: np.ndarray) -> np.ndarray:
     return 0.5 * (A + A.T)
 
 
-def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray):
+def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray, mu=None,
+                       V=None, sign: float = 1.0):
     """The two P-contractions in the second derivative of log det A + yᵀA⁻¹y.
 
-    With K̃_p = K_ij + K_ijᵀ (i < j) or K_ii (the derivative of Σ_ij Q_ij K_ij along the
-    symmetric basis matrix of pair p), and F_p = A⁻¹K̃_p,
-        T1[p, q] = Tr(A⁻¹ K̃_p A⁻¹ K̃_q) = ⟨F_p, F_qᵀ⟩,   T2[p, q] = zᵀ K̃_p A⁻¹ K̃_q z.
-    One GEMM of A⁻¹ (from the Cholesky factor) with all K̃_p side by side, and one Gram product,
-    on one BLAS thread: on two cores, threaded products gained 1.5× when idle but were 6× slower
-    when another process held a core (benchmarks/bench_solver.py).
+    Over a family of symmetric directions D_a, with A = LLᵀ (``cho``) and z = A⁻¹y,
+        T1[a, b] = Tr(A⁻¹ D_a A⁻¹ D_b),   T2[a, b] = zᵀ D_a A⁻¹ D_b z.
+    The family: for each pair p = (i, j) of ``pairs``, D_p = K̃_p = K_ij + K_ijᵀ (i < j) or
+    K_ii, minus M_p = μ_iμ_jᵀ + μ_jμ_iᵀ (or μ_iμ_iᵀ) when ``mu`` (n, P) is given; then, when
+    ``V`` (P, n) is given, D_{n_p+q} = sign · V E_q Vᵀ for the same pairs q = (k, l), E_q the
+    symmetric basis matrix (e_k e_lᵀ + e_l e_kᵀ, or e_k e_kᵀ). Those low-rank directions cost
+    only n×n work: with W = A⁻¹V, M = VᵀW, ζ = Vᵀz, the blocks are Tr(Wᵀ D_p W E_q),
+    (Wᵀ D_p z)ᵀ E_q ζ, Tr(M E_q M E_r) and (E_q ζ)ᵀ M (E_r ζ).
+    One GEMM of A⁻¹ with all D_p side by side and one Gram product, on one BLAS thread: on two
+    cores, threaded products gained 1.5× when idle but were 6× slower when another process held
+    a core (benchmarks/bench_solver.py).
     """
     with single_blas_thread():
-        return _pair_hessian_terms(blocks, pairs, cho, z)
+        return _pair_hessian_terms(blocks, pairs, cho, z, mu, V, float(sign))
 
 
-def _pair_hessian_terms(blocks, pairs, cho, z):
+def _pair_hessian_terms(blocks, pairs, cho, z, mu=None, V=None, sign=1.0):
     Ainv = cho_inverse(cho)
     n_p, P = blocks.shape[0], blocks.shape[1]
-    Kcat = np.empty((P, n_p, P))                                 # Kcat[:, p, :] = K̃_p
+    Kcat = np.empty((P, n_p, P))                                 # Kcat[:, p, :] = D_p
     for p in range(n_p):
+        i, j = pairs[p]
         Kcat[:, p, :] = blocks[p]
-        if pairs[p, 0] != pairs[p, 1]:
+        if i != j:
             Kcat[:, p, :] += blocks[p].T
-    U = np.tensordot(z, Kcat, axes=([0], [0]))                   # (n_p, P): K̃_p z (K̃_p symmetric)
-    F = (Ainv @ Kcat.reshape(P, n_p * P)).reshape(P, n_p, P)     # F[:, p, :] = A⁻¹K̃_p
+        if mu is not None:
+            M = np.outer(mu[i], mu[j])
+            Kcat[:, p, :] -= M + M.T if i != j else M
+    U = np.tensordot(z, Kcat, axes=([0], [0]))                   # (n_p, P): D_p z (D_p symmetric)
+    if V is not None:
+        V = np.asarray(V, dtype=np.float64)
+        W = cho_solve(cho, V)                                    # A⁻¹V, (P, n)
+        G = np.einsum("ak,apl->pkl", W, (Kcat.reshape(P * n_p, P) @ W).reshape(P, n_p, -1))
+    F = (Ainv @ Kcat.reshape(P, n_p * P)).reshape(P, n_p, P)     # F[:, p, :] = A⁻¹D_p
     del Kcat
     Ff = np.ascontiguousarray(F.transpose(1, 0, 2)).reshape(n_p, P * P)
     Ft = np.ascontiguousarray(F.transpose(1, 2, 0)).reshape(n_p, P * P)
     del F
     T1 = Ff @ Ft.T
     T2 = U @ Ainv @ U.T
-    return 0.5 * (T1 + T1.T), 0.5 * (T2 + T2.T)
+    T1, T2 = 0.5 * (T1 + T1.T), 0.5 * (T2 + T2.T)
+    if V is None:
+        return T1, T2
+    k, l = pairs[:, 0], pairs[:, 1]
+    diag = k == l
+    Gs = G + G.transpose(0, 2, 1)
+    X1 = Gs[:, k, l]                                             # Tr(Wᵀ D_p W E_q)
+    X1[:, diag] *= 0.5
+    zeta = V.T @ z
+    Bz = np.zeros((n_p, V.shape[1]))                             # rows E_q ζ
+    Bz[np.arange(n_p), k] += zeta[l]
+    Bz[np.arange(n_p), l] += np.where(diag, 0.0, zeta[k])
+    M = V.T @ W
+    X2 = (U @ W) @ Bz.T                                          # (Wᵀ D_p z)ᵀ E_q ζ
+    from .checks import packed_sandwich
+    T1 = np.block([[T1, sign * X1], [sign * X1.T, packed_sandwich(M, pairs)]])
+    T2 = np.block([[T2, sign * X2], [sign * X2.T, Bz @ M @ Bz.T]])
+    return T1, T2

@@ -80,7 +80,7 @@ def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> Kernel
     for s in range(0, len(pairs), chunk):
         pc = pairs[s:s + chunk]
         blk = buf[:len(pc)]
-        _fill_blocks(arch.activation, blk, Z, Z, var, var, pc, scale, (prep.name, prep.name))
+        _fill_blocks(arch.act, blk, Z, Z, var, var, pc, scale, (prep.name, prep.name))
         K += _gen.pooled_kernel_partial(blk, pc, n)
     mu = _gen.pooled_means(prep.mu)
     var_bar = prep.var.mean(axis=0, keepdims=True)
@@ -116,7 +116,7 @@ def pooled_cross_kernel(arch, X1, X2, dtype=np.float64, memory_budget=None) -> n
     for s in range(0, len(pairs), chunk):
         pc = pairs[s:s + chunk]
         blk = buf[:len(pc)]
-        _fill_blocks(arch.activation, blk, Z1, Z2, v1, v2, pc, scale, (p1.name, p2.name))
+        _fill_blocks(arch.act, blk, Z1, Z2, v1, v2, pc, scale, (p1.name, p2.name))
         K += blk.sum(axis=0, dtype=np.float64)
     return K / n**2
 

@@ -197,7 +197,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
     Qbar_ = property(lambda self: self._fit_or_raise().Qbar,
                      doc="Conjugate order parameter Q̄ (zero-mean activations: Q⁻¹ − 𝟙).")
     result_ = property(lambda self: self._fit_or_raise().result,
-                       doc="Solver diagnostics (:class:`kren.solvers.SolverResult`).")
+                       doc="Solver diagnostics (:class:`kren.saddle.SolverResult`).")
     arch_ = property(lambda self: self._fit_or_raise().arch,
                      doc="The architecture of the fit, input shape included.")
     n_ = property(lambda self: self._fit_or_raise().arch.n, doc="Number of patches n.")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..activations import Activation
 from ..atomic import atomic_write
 from ..exceptions import FitFileError
 from ..guard import guarded
@@ -56,6 +57,8 @@ def _jsonable(obj):
         return _jsonable(obj.tolist())
     if isinstance(obj, (np.dtype, type)):
         return np.dtype(obj).name
+    if isinstance(obj, Activation):
+        return obj.key                  # load() resolves it through the activation registry
     return obj
 
 
@@ -64,11 +67,10 @@ def activation_key(activation) -> str:
     identifies ``activation`` in a saved file."""
     if isinstance(activation, str):
         return activation
-    key = getattr(activation, "key", None)
-    if not isinstance(key, str):
-        raise InvalidParameterError(f"activation {activation!r} cannot be saved: it has no name "
-                                    "or key")
-    return key
+    if not isinstance(activation, Activation):
+        raise InvalidParameterError(f"activation must be a name or a kren.activations.Activation, "
+                                    f"got {type(activation).__name__}")
+    return activation.key
 
 
 def fit_to_dict(fit: Fit) -> dict:
@@ -76,16 +78,13 @@ def fit_to_dict(fit: Fit) -> dict:
     params = {k: v for k, v in fit.params.items() if k != "cache"}
     if "activation" in params:
         params["activation"] = activation_key(params["activation"])
-    arch = _jsonable(fit.arch.describe())
-    if "activation" in arch and not isinstance(arch["activation"], str):
-        arch["activation"] = activation_key(fit.arch.activation)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "estimator": fit.estimator,
         "kren_version": __import__("kren").__version__,
         "params": _jsonable(params),
-        "architecture": arch,
+        "architecture": _jsonable(fit.arch.describe()),
         "Q": np.asarray(fit.Q).tolist(),
         "Qbar": np.asarray(fit.Qbar).tolist(),
         "result": _jsonable(fit.result.to_dict()),

@@ -72,7 +72,7 @@ class Fit:
     inputs), ``y`` (float64 targets), ``tensor`` (the train×train kernel tensor the action
     needs), ``Q``, ``Qbar`` (floats for FC, n×n arrays otherwise), ``T``, ``N``, ``dtype``,
     ``cho`` (the Cholesky factor of A = T𝟙 + K_R) and ``z`` = A⁻¹y, ``result`` (the
-    :class:`kren.solvers.SolverResult`).
+    :class:`kren.saddle.SolverResult`).
     """
 
     estimator: str
