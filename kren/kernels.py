@@ -144,10 +144,12 @@ def check_kernel_scale(act, var1, var2, dtype=np.float64, names=("X", "X")) -> N
         return
     act = activations.get(act)
     with np.errstate(all="ignore"):
-        arr = np.array([a, b], dtype=dtype)
-        c = np.sqrt(arr[0]) * np.sqrt(arr[1])
-        k = np.asarray(act.kernel(c, arr[0], arr[1])).astype(dtype)
-        ok = bool(np.all(np.isfinite(arr)) and np.all(np.isfinite(k)))
+        va, vb = np.array([a], dtype=dtype), np.array([b], dtype=dtype)
+        block = (np.sqrt(va) * np.sqrt(vb)).reshape(1, 1)        # c = √(a b), in dtype
+        ok = bool(np.all(np.isfinite(block)))
+        if ok:                                   # the code path of the kernel blocks
+            act.kernel_inplace(block, va, vb)
+            ok = bool(np.all(np.isfinite(block)))
     if not ok:
         name = names[0] if a >= b else names[1]
         raise InvalidDataError(

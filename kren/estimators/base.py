@@ -177,8 +177,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                 f"Call fit(X, y) again, or set them back, before {what}")
         if not fit.result.converged and not allow_unconverged:
             raise UnconvergedError(
-                f"the saddle-point solver did not converge ({fit.result.message}); refit with a "
-                "larger max_iter or pass allow_unconverged=True to predict anyway")
+                f"the saddle-point solver did not converge ({fit.result.message}); refit as its "
+                "message advises, or pass allow_unconverged=True to predict anyway")
         return fit
 
     def _fit_for_save(self) -> Fit:
