@@ -3,7 +3,9 @@
 Every writer goes to a temporary file in the destination's folder (same file system), which is
 flushed, synced and then renamed over the destination with :func:`os.replace` (atomic on POSIX
 and Windows). A writer that fails part-way (a full disk, an exception, Ctrl-C) removes its
-temporary file and leaves the destination untouched; a reader never sees half a file.
+temporary file and leaves the destination untouched; a reader never sees half a file. An
+``OSError`` on the way (no space, no permission) is raised as
+:class:`kren.exceptions.OutputError` (an ``OSError`` and a ``KrenError``) naming the file.
 
     write_text(path, text)
     with staged(path) as tmp:      # for writers that want a file name (matplotlib, NumPy)
@@ -46,15 +48,23 @@ def _fsync(path: Path) -> None:
 def staged(path):
     """Context manager yielding a temporary path beside ``path``; on a clean exit the file is
     synced and renamed to ``path``, on any exception (KeyboardInterrupt included) removed."""
+    from .exceptions import OutputError
     path = Path(path)
-    tmp = temporary_path(path)
+    try:
+        tmp = temporary_path(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
     try:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write {path} ({exc.strerror or exc}); "
+                              f"{'the previous file is' if path.exists() else 'nothing was'} "
+                              "left in its place") from exc
         raise
 
 

@@ -449,6 +449,8 @@ def main(argv=None) -> int:
     if args.burn_in >= args.steps:
         raise UsageError(f"--burn-in ({args.burn_in}) must be smaller than --steps "
                          f"({args.steps})")
+    from .outputs import check_output_dir
+    check_output_dir(args.out, "--out")
     try:
         import torch  # noqa: F401  (the nn extra is needed for the sampled side)
     except ImportError:
