@@ -141,3 +141,19 @@ def test_not_positive_definite_names_the_cure(ds):
     with pytest.raises(kren.exceptions.KrenError, match="raise T"):
         m = kren.FC(N=10, T=1e-10).fit(X, y)
         m.predict(ds.X_test)
+
+
+def test_deep_kernels_refuse_overflowing_inputs(ds):
+    """The deep NNGP recursion (kren.deep_kernels) used to return NaN kernels (with overflow
+    warnings) for inputs scaled by 1e100; now a named error before the first layer."""
+    from kren import deep_kernels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for act in ("erf", "relu"):
+            with pytest.raises(kren.InvalidDataError, match="standardize"):
+                deep_kernels.deep_nngp_kernel(ds.X_train * 1e100, 2, activation=act)
+            with pytest.raises(kren.InvalidDataError, match="standardize"):
+                deep_kernels.deep_nngp_cross(ds.X_test * 1e100, ds.X_train * 1e100, 2,
+                                             activation=act)
+            with pytest.raises(kren.InvalidDataError, match="standardize"):
+                deep_kernels.deep_nngp_diagonal(ds.X_test * 1e100, 2, activation=act)
