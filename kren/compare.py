@@ -455,6 +455,11 @@ def main(argv=None) -> int:
         import torch  # noqa: F401  (the nn extra is needed for the sampled side)
     except ImportError:
         raise UsageError("kren compare needs PyTorch: pip install 'kren[nn]'") from None
+    from .sampling.networks import resolve_device
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"--device: {exc}") from None
     t0 = time.perf_counter()
     res = run_compare(archs=args.arch, widths=widths, classes=args.classes, P=args.P,
                       n_test=args.n_test, data_seed=args.data_seed, mask=args.mask,

@@ -67,6 +67,7 @@ def no_computing(monkeypatch):
     (["compare", "--burn-in", "500", "--steps", "100"], ["--burn-in", "--steps"]),
     (["compare", "--N", "cnn:10", "--arch", "fc"], ["--N"]),
     (["compare", "--T", "nan"], ["--T"]),
+    (["compare", "--device", "tpu"], ["--device"]),
     (["frobnicate"], ["frobnicate"]),
 ])
 def test_user_errors_are_one_line_naming_the_flag(capsys, no_computing, argv, names):
