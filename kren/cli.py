@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(argv) -> int:
     if argv and argv[0] == "compare":
-        from .compare import main as compare_main
+        from .compare import run_main as compare_main
         return compare_main(argv[1:]) or 0
     if argv and argv[0] == "codegen":
         from derivations.codegen import main as codegen_main

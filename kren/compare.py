@@ -435,8 +435,21 @@ _SETTINGS = {
 
 
 def main(argv=None) -> int:
-    """Entry point of ``kren compare`` (see :func:`build_parser`), run through
-    :func:`kren.cli.main`, which turns its errors into one ``kren: error:`` line."""
+    """Entry point of ``kren compare`` (see :func:`build_parser`): a user error is one
+    ``kren: error:`` line on stderr and exit status 2 (``kren compare`` runs :func:`run_main`
+    under :func:`kren.cli.main`, which does the same for every subcommand)."""
+    from .cliutil import one_line
+    from .errorbase import KrenError
+    try:
+        return run_main(argv)
+    except KrenError as exc:
+        print(f"kren: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_main(argv=None) -> int:
+    """``kren compare`` with its errors raised (:func:`main` and :func:`kren.cli.main` report
+    them)."""
     from .cliutil import UsageError, check_setting, flag
     args = build_parser().parse_args(argv)
     try:
