@@ -13,6 +13,8 @@ import numpy as np
 from scipy.linalg import cho_factor as _cho_factor, cho_solve as _cho_solve
 from scipy.linalg import lapack as _lapack
 
+from .errorbase import KrenError
+
 
 _CONTROLLER = None
 
@@ -36,7 +38,7 @@ def _lapack_context(n: int):
     return single_blas_thread() if n <= SINGLE_THREAD_MAX else contextlib.nullcontext()
 
 
-class NotPositiveDefiniteError(np.linalg.LinAlgError):
+class NotPositiveDefiniteError(KrenError, np.linalg.LinAlgError):
     """A matrix that must be positive definite (A = T𝟙 + K_R, Q, 𝟙 + Q̄) is not."""
 
 

@@ -62,5 +62,8 @@ def test_solve_errors(tmp_path):
     bad.write_text(json.dumps({"arch": "cnn", "widht": 3}))
     with pytest.raises(SystemExit, match="widht"):
         main(["solve", "--config", str(bad)])
-    with pytest.raises(ValueError, match="T"):
+    # issue 9: a user error is one `kren: error:` line and exit status 2, no exception
+    # (this assertion was `pytest.raises(ValueError, match="T")` before)
+    with pytest.raises(SystemExit, match="T") as exc:
         main(["solve", "--arch", "fc", "--T", "0", "--P", "20", "--n-test", "5", "--classes", "0,1"])
+    assert exc.value.code == 2

@@ -39,9 +39,9 @@ from ..architecture import Architecture
 from ..cache import KernelCache, cached
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
-from .solve import SolverResult
+from ..guard import guarded
 from ..validation import InvalidParameterError, check_dtype, check_n_features, check_targets
-from .solve import solve_saddle
+from .solve import SolverResult, solve_saddle
 from .state import Fit
 
 __all__ = ["KrenEstimator", "TestError"]
@@ -117,6 +117,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return "fit_" in self.__dict__
 
     # ------------------------------------------------------------ fitting
+    @guarded(".fit")
     def fit(self, X, y, Q0=None):
         """Solve the saddle-point equations of THEORY §3 on the training set (X, y).
 
@@ -176,8 +177,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                 f"Call fit(X, y) again, or set them back, before {what}")
         if not fit.result.converged and not allow_unconverged:
             raise UnconvergedError(
-                f"the saddle-point solver did not converge ({fit.result.message}); refit with a "
-                "larger max_iter or pass allow_unconverged=True to predict anyway")
+                f"the saddle-point solver did not converge ({fit.result.message}); refit as its "
+                "message advises, or pass allow_unconverged=True to predict anyway")
         return fit
 
     def _fit_for_save(self) -> Fit:
@@ -225,6 +226,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return self.renormalized_kernel()
 
     # ------------------------------------------------------------ predicting
+    @guarded(".renormalized_kernel")
     def renormalized_kernel(self, X1=None, X2=None):
         """K_R(x, x') of THEORY §4 between X1 and X2 (default X1), a (P1, P2) matrix; with
         N = inf the NNGP kernel.
@@ -240,6 +242,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
             return K_R
         return K_R(X1, X2)
 
+    @guarded(".predict")
     def predict(self, X, return_var: bool = False, allow_unconverged: bool = False):
         """Predictor mean ⟨f0⟩ = k_Rᵀ A⁻¹ y and, with ``return_var``,
         σ0² = K_R(x0,x0) − k_Rᵀ A⁻¹ k_R (THEORY §4): GP regression with the fit's K_R and the
@@ -249,6 +252,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         mean, var = fit.predict(X, self.cache, self.memory_budget)
         return (mean, var) if return_var else mean
 
+    @guarded(".test_error")
     def test_error(self, X, y, allow_unconverged: bool = False) -> TestError:
         """ε = ⟨(y0 − f0)²⟩ = (y0 − ⟨f0⟩)² + σ0², averaged over the test set (THEORY §4)."""
         mean, var = self.predict(X, return_var=True, allow_unconverged=allow_unconverged)
@@ -257,6 +261,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         variance = float(np.mean(var))
         return TestError(bias2 + variance, bias2, variance, int(y.shape[0]))
 
+    @guarded(".train_error")
     def train_error(self, allow_unconverged: bool = False) -> float:
         """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] with the fit's T and A (THEORY §4)."""
         return self._usable_fit(allow_unconverged, "train_error").train_error()
@@ -267,7 +272,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         from .persistence import fit_to_dict
         return fit_to_dict(self._fit_for_save())
 
+    @guarded(".save")
     def save(self, path):
-        """Write the fit to ``.json`` (parameters, Q, Q̄, diagnostics, training data) or ``.npz``."""
+        """Write the fit to ``.json`` (parameters, Q, Q̄, diagnostics, training data) or ``.npz``,
+        atomically: a save that fails leaves any previous file at ``path`` intact. The parameters
+        written are those the fit was made with (a parameter changed since is warned about)."""
         from .persistence import save_fit
         return save_fit(self._fit_for_save(), path)
