@@ -70,8 +70,16 @@ class NotPositiveDefiniteError(np.linalg.LinAlgError):
     """A matrix that must be positive definite (A = T𝟙 + K_R, Q, 𝟙 + Q̄) is not."""
 
 
+def _on_device(x) -> bool:
+    """A matrix held on a PyTorch device (kren.tensors.torch_backend.DeviceMatrix)."""
+    return bool(getattr(x, "kren_device", False))
+
+
 def cho_factor(A: np.ndarray, what: str = "matrix"):
-    """Cholesky factor (c, lower) of a symmetric positive-definite matrix."""
+    """Cholesky factor (c, lower) of a symmetric positive-definite matrix (a device matrix is
+    factorized on its device, kren.tensors.torch_backend)."""
+    if _on_device(A):
+        return A.cholesky(what)
     try:
         with _lapack_context(A.shape[0]):
             return _cho_factor(A, lower=True, check_finite=False)
@@ -81,17 +89,23 @@ def cho_factor(A: np.ndarray, what: str = "matrix"):
 
 def cho_solve(cho, b: np.ndarray) -> np.ndarray:
     """A⁻¹ b from a Cholesky factor of A."""
+    if _on_device(cho[0]):
+        return cho[0].cho_solve(b)
     with blas_context(cho[0].shape[0]):
         return _cho_solve(cho, b, check_finite=False)
 
 
 def cho_logdet(cho) -> float:
     """log det A = 2 Σ log diag(L)."""
+    if _on_device(cho[0]):
+        return cho[0].cho_logdet()
     return 2.0 * float(np.sum(np.log(np.diagonal(cho[0]))))
 
 
 def cho_inverse(cho) -> np.ndarray:
     """A⁻¹ from a Cholesky factor of A (LAPACK potri), symmetrized."""
+    if _on_device(cho[0]):
+        return cho[0].cho_inverse()
     c, lower = cho
     potri = _lapack.dpotri if c.dtype == np.float64 else _lapack.spotri
     with _lapack_context(c.shape[0]):
@@ -303,9 +317,18 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0):
         Y = dtrsm(1.0, L, np.asfortranarray(U.T), lower=1)        # L⁻¹Uᵀ
         T2 = Y.T @ Y
     T1 = np.triu(T1) + np.triu(T1, 1).T
+    return assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V, W if V is not None else None, sign)
+
+
+def assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V=None, W=None, sign=1.0):
+    """The blocks of :func:`pair_hessian_terms` from the per-direction results: T1, T2 over the
+    kernel directions, U[p] = D_p z and, with ``V`` (P, n) and W = A⁻¹V, Gv[p] = Wᵀ D_p W
+    (NumPy arrays, whichever backend computed them)."""
     T2 = 0.5 * (T2 + T2.T)
     if V is None:
         return T1, T2
+    pairs = np.asarray(pairs)
+    n_p = len(pairs)
     k, l = pairs[:, 0], pairs[:, 1]
     diag = k == l
     Gs = Gv + Gv.transpose(0, 2, 1)
