@@ -27,7 +27,8 @@ from ..validation import InvalidParameterError
 from .packed import PackedBlocks, packed_nbytes
 from .streamed import StreamedBlocks, streamed_rows
 
-__all__ = ["STORAGES", "StoragePlan", "plan_storage", "solver_tensor", "working_bytes"]
+__all__ = ["STORAGES", "StoragePlan", "plan_storage", "solver_tensor", "working_bytes",
+           "storage_bytes"]
 
 STORAGES = ("auto", "stored", "float32", "streaming")
 
@@ -59,6 +60,17 @@ def _stream_bytes(arch, P: int, dtype) -> int:
     rows = streamed_rows(width, P)
     return _threads() * (width * rows * P * (8 + np.dtype(dtype).itemsize) + 2 * rows * P * 8) \
         + 2 * n * P * arch.M * 8
+
+
+def storage_bytes(arch, P: int, dtype="float64") -> dict:
+    """Peak bytes of each mode for P inputs: {"float64", "float32"} (packed storage + working
+    set + tile buffers) and "streaming" (working set + tile buffers), what
+    :func:`plan_storage` checks against the budget."""
+    dtype = np.dtype(dtype)
+    work = working_bytes(P) + _stream_bytes(arch, P, dtype)
+    n_p = len(arch.pairs)
+    return {"float64": packed_nbytes(n_p, P, np.float64) + work,
+            "float32": packed_nbytes(n_p, P, np.float32) + work, "streaming": work}
 
 
 def plan_storage(arch, P: int, storage: str = "auto", dtype="float64",
