@@ -34,18 +34,34 @@ def set_blas_policy(threaded_min: int) -> None:
     SINGLE_THREAD_MAX = THREADED_MIN - 1
 
 
-def blas_threads(n: int) -> int | None:
-    """BLAS threads for dense work on n×n matrices: 1 below THREADED_MIN, else None (all).
+def _busy_cores() -> float:
+    """1-minute load average (0 where unknown)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
-    The policy, measured on two cores (benchmarks/bench_scale.py --blas prints the figures):
-    below ~1500 a factorization (Cholesky, potri) or a Hessian product takes milliseconds and
-    OpenBLAS's threads cost more than they save (on a loaded machine, where another process
-    holds a core, a threaded 1000×1000 Cholesky was 3–25× slower: spinning threads wait for a
-    core); above, the O(n³) work of one factorization amortizes the threads and two cores
-    give ~1.6–1.9× on an idle machine. Passes over kernel tensors are memory bound and spread
-    over the cores by kren's own threads, each with one BLAS thread.
+
+def blas_threads(n: int) -> int | None:
+    """BLAS threads for dense work on n×n matrices: 1, or None (all the cores).
+
+    The policy (benchmarks/bench_scale.py --blas prints the figures):
+    * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
+      milliseconds and OpenBLAS's threads cost more than they save;
+    * from THREADED_MIN on, all the cores — unless the machine is already busy (1-minute load
+      average above cores − 0.5, i.e. other processes hold the other core): then one thread,
+      because a threaded factorization whose threads wait for a held core runs 2–20× slower
+      than a single-threaded one (measured on two cores at load 7–9: P = 1000 0.14 s against
+      2.9 s, P = 3000 2.6 s against 4.5 s for Cholesky + inverse). On an idle machine two
+      threads are expected to give 1.6–1.9× on the O(P³) work of large factorizations.
+    Passes over kernel tensors are memory bound and spread over the cores by kren's own
+    threads, each with one BLAS thread; the exact Hessian spreads its directions likewise.
     """
-    return 1 if n < THREADED_MIN else None
+    if n < THREADED_MIN:
+        return 1
+    from .kernels import _threads
+    cores = _threads()
+    return 1 if cores <= 1 or _busy_cores() > cores - 0.5 else None
 
 
 def single_blas_thread():
@@ -255,6 +271,32 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     return sym_hessian_terms(get, pairs, cho, z, mu, V, float(sign))
 
 
+#: Bytes of the directions solved side by side in one triangular solve of the exact Hessian.
+HESSIAN_BATCH_BYTES = 16 * 2**20
+
+_HESSIAN_DTYPE = [np.dtype(np.float64)]
+
+
+class hessian_precision:
+    """Context manager: the P³ products of :func:`sym_hessian_terms` (L⁻¹D_aL⁻ᵀ) in ``dtype``.
+
+    float64 by default (the generated ``hessian*`` are exact). The quasi-Newton stage
+    (kren.saddle.quasi) asks for float32 — 3× the speed of float64 trmm — because its Hessians
+    only choose directions: the gradient, the line search and the convergence test stay
+    float64, and a Hessian accurate to ~1e-5 still gives Newton's convergence to any tol."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def __enter__(self):
+        _HESSIAN_DTYPE.append(self.dtype)
+        return self
+
+    def __exit__(self, *exc):
+        _HESSIAN_DTYPE.pop()
+        return False
+
+
 def _packed_index(P: int):
     """Lower-triangle indices of a P×P matrix and the weights (√2 off the diagonal) that make
     ⟨packed(X), packed(Y)⟩ = Tr(XY) for symmetric X, Y."""
@@ -266,15 +308,25 @@ def _packed_index(P: int):
 def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0):
     """T1, T2 of :func:`pair_hessian_terms` with ``get(p)`` returning K̃_p (P×P float64).
 
-    With A = LLᵀ: T1[a, b] = ⟨S_a, S_b⟩, S_a = L⁻¹D_aL⁻ᵀ symmetric (two triangular solves per
-    direction, BLAS trsm, the directions spread over the cores with one BLAS thread each), Gram
+    With A = LLᵀ: T1[a, b] = ⟨S_a, S_b⟩, S_a = L⁻¹D_aL⁻ᵀ symmetric (L⁻¹ once by trtri, then two
+    triangular products per direction, BLAS trmm on batches of directions side by side — 1.4×
+    the speed of trsm at P = 300 — spread over the cores with one BLAS thread each), Gram
     product of the packed S_a by one SYRK (half the flops of the full product, half again for
     the symmetry); T2 = YᵀY with Y = L⁻¹[D_a z].
     """
-    from scipy.linalg.blas import dsyrk, dtrsm
+    from scipy.linalg.blas import dsyrk, dtrmm, dtrsm, strmm
+    from scipy.linalg.lapack import dtrtri
+    low = _HESSIAN_DTYPE[-1] == np.float32
+    trmm = strmm if low else dtrmm
     L = np.asfortranarray(cho[0]) if not cho[0].flags.f_contiguous else cho[0]
     if not cho[1]:
         raise ValueError("sym_hessian_terms needs the lower Cholesky factor (cho_factor)")
+    with blas_context(L.shape[0]):
+        Linv, info = dtrtri(L, lower=1)                          # L⁻¹ (lower), P³/3 flops
+    if info != 0:
+        raise NotPositiveDefiniteError(f"trtri failed with info={info}")
+    if low:
+        Linv = np.asfortranarray(Linv, dtype=np.float32)
     pairs = np.asarray(pairs)
     n_p, P = len(pairs), L.shape[0]
     z = np.asarray(z, dtype=np.float64)
@@ -286,32 +338,43 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0):
         V = np.asarray(V, dtype=np.float64)
         W = cho_solve(cho, V)                                    # A⁻¹V, (P, n)
         Gv = np.empty((n_p, V.shape[1], V.shape[1]))
-    def one(p):
-        D = get(p)
-        if mu is not None:
-            i, j = pairs[p]
-            M = np.outer(mu[i], mu[j])
-            D -= M + M.T if i != j else M
-        U[p] = D @ z
-        if V is not None:
-            Gv[p] = W.T @ (D @ W)
-        X = dtrsm(1.0, L, D.T, lower=1)                          # L⁻¹D (D symmetric: D.T = D)
-        S = dtrsm(1.0, L, X.T, lower=1, overwrite_b=1)           # L⁻¹ D L⁻ᵀ
-        np.multiply(S.T.reshape(-1)[idx] if S.flags.f_contiguous else S.reshape(-1)[idx],
-                    w, out=F[p])
+    def batch(ps):
+        """Directions ps side by side: one trsm for L⁻¹[D_a …], one for L⁻¹[(L⁻¹D_a)ᵀ …]."""
+        k = len(ps)
+        Dcat = np.empty((P, k * P), order="F", dtype=np.float32 if low else np.float64)
+        for c, p in enumerate(ps):
+            D = get(p)
+            if mu is not None:
+                i, j = pairs[p]
+                M = np.outer(mu[i], mu[j])
+                D -= M + M.T if i != j else M
+            U[p] = D @ z
+            if V is not None:
+                Gv[p] = W.T @ (D @ W)
+            Dcat[:, c * P:(c + 1) * P] = D
+        X = trmm(1.0, Linv, Dcat, lower=1, overwrite_b=1)        # L⁻¹D_a (D_a symmetric)
+        for c in range(k):                                       # (L⁻¹D_a)ᵀ = D_a L⁻ᵀ
+            blk = X[:, c * P:(c + 1) * P]
+            blk[...] = blk.T.copy()
+        S = trmm(1.0, Linv, X, lower=1, overwrite_b=1)           # L⁻¹ D_a L⁻ᵀ
+        for c, p in enumerate(ps):
+            Sp = S[:, c * P:(c + 1) * P]                         # F-ordered view
+            np.multiply(Sp.T.reshape(-1)[idx], w, out=F[p])
 
-    # the directions are independent: spread over the cores, one BLAS thread each (no
-    # spinning BLAS threads when another process holds a core)
+    # the directions are independent: batches of BATCH spread over the cores, one BLAS thread
+    # each (no spinning BLAS threads when another process holds a core)
     from .kernels import _threads
-    threads = min(_threads(), n_p) if P >= 64 else 1
+    size = max(1, min(n_p, HESSIAN_BATCH_BYTES // max(1, 8 * P * P)))
+    batches = [list(range(s, min(s + size, n_p))) for s in range(0, n_p, size)]
+    threads = min(_threads(), len(batches)) if P >= 64 else 1
     with single_blas_thread():
         if threads == 1:
-            for p in range(n_p):
-                one(p)
+            for b in batches:
+                batch(b)
         else:
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(one, range(n_p)))
+                list(pool.map(batch, batches))
     with blas_context(P):
         T1 = dsyrk(1.0, F.T, trans=1)                            # F Fᵀ, upper triangle
         Y = dtrsm(1.0, L, np.asfortranarray(U.T), lower=1)        # L⁻¹Uᵀ

@@ -17,7 +17,7 @@ import numpy as np
 
 from .mixed import combine_rows, contract_rows
 from .source import BlockSource, lower_weights
-from .tiles import TileMaker, row_tiles
+from .tiles import TileMaker, row_tiles, torch_single_thread
 
 __all__ = ["PackedBlocks", "packed_nbytes", "tile_rows"]
 
@@ -101,7 +101,7 @@ class PackedBlocks(BlockSource):
                     data[p, off:off + size] += buf[k].reshape(-1)
 
         threads = threads or _threads()
-        with single_blas_thread():
+        with single_blas_thread(), torch_single_thread():
             if threads == 1:
                 for t in tiles:
                     work(t)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .packed import partners
 from .source import BlockSource, lower_weights
-from .tiles import TileMaker, row_tiles
+from .tiles import TileMaker, row_tiles, torch_single_thread
 
 __all__ = ["StreamedBlocks", "streamed_rows", "TILE_BYTES"]
 
@@ -73,7 +73,7 @@ class StreamedBlocks(BlockSource):
         from ..linalg import single_blas_thread
         # big tiles first: the last rows are the widest, so the workers finish together
         order = sorted(range(len(self.tiles)), key=lambda t: -self.tiles[t][1])
-        with single_blas_thread():
+        with single_blas_thread(), torch_single_thread():
             if self.threads == 1:
                 return [work(t) for t in order]
             with ThreadPoolExecutor(self.threads) as pool:
