@@ -71,6 +71,14 @@ def plan(problem, method: str = "auto", memory_budget: int | None = None) -> lis
     return [("anderson", None, None), ("newton", False, None)]
 
 
+def _updates_meaningful(problem, ev, tol) -> bool:
+    """Quasi-Newton updates are built from gradient differences: where float64 round-off
+    ε·κ(A) already exceeds tol at the start (a precision-limited problem, e.g. T = 1e-10 on
+    duplicated points) those differences are noise, and the Newton stage keeps exact Hessians."""
+    kappa = problem.condition(ev)
+    return bool(math.isfinite(kappa) and problem.eps * kappa <= tol)
+
+
 def _check(tol, max_iter):
     try:
         tol_ok = math.isfinite(float(tol)) and float(tol) > 0
@@ -119,7 +127,8 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
         def relay(it, e, offset=n_iter):
             return callback(offset + it, e) if callback is not None else None
 
-        if kind == "newton" and exact and method != "newton":
+        if kind == "newton" and exact and method != "newton" and _updates_meaningful(
+                problem, ev, tol):
             kind = "quasi"                    # exact Hessians only where the updates go stale
             out = quasi_newton(problem, ev, merit, tol=tol, max_iter=budget, callback=relay)
         elif kind == "newton":

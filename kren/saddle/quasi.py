@@ -11,9 +11,10 @@ y = ∇S(x + s) − ∇S(x) along the accepted step s:
 * saddle point (units with a mean): symmetric rank one, H ← H + r rᵀ/(rᵀ s), r = y − H s,
   skipped when |rᵀ s| ≤ 1e-8 ‖r‖ ‖s‖ (SR1 keeps the indefinite inertia a saddle needs).
 
-The Hessians here have their P³ products in float32 (:class:`kren.linalg.hessian_precision`:
-3× faster, accurate to ~1e-5, which only chooses directions; a fresh float32 Hessian whose
-direction the line search rejects is recomputed in float64). The Hessian is recomputed when a step shrank the relative gradient by less than
+The Hessians here have their P³ products in float32 where A is well enough conditioned
+(ε32 κ̂(A) ≤ FLOAT32_HESSIAN_ROUNDOFF; :class:`kren.linalg.hessian_precision`: 3× faster,
+accurate to ~1e-5, which only chooses directions; a fresh float32 Hessian whose direction the
+line search rejects is recomputed in float64). The Hessian is recomputed when a step shrank the relative gradient by less than
 a factor PROGRESS_EXACT, or the line search failed along the updated model's direction (the
 iteration is then retried with the exact Hessian; a failure with a fresh exact Hessian ends the
 loop as Newton's would). A solve that converges in the linear phase of the updates takes one
@@ -39,6 +40,8 @@ PROGRESS_EXACT = 0.5
 #: the updates): one more updated step, kept if it lowers the gradient, so that Q is as close
 #: to the saddle point as a quadratically converged Newton's (its error is ~H⁻¹∇S).
 POLISH = 1e-2
+#: Trial points the line search spends on a direction of an updated (not fresh) model.
+STALE_EVALS = 4
 
 
 def _polish(problem, ev, H, merit, prev):
@@ -88,7 +91,17 @@ def _update(H: np.ndarray, s: np.ndarray, y: np.ndarray, minimization: bool) -> 
     return H + np.outer(r, r) / rs
 
 
+#: float32 Hessian products only where ε32 · κ̂(A) stays below this (κ̂ the problem's
+#: condition estimate, a lower bound): a Hessian accurate to ~1e-4 still gives fast convergence.
+FLOAT32_HESSIAN_ROUNDOFF = 1e-4
+
+
 def _hessian(problem, ev, dtype=np.float32):
+    if dtype == np.float32:
+        kappa = problem.condition(ev)
+        if not (np.isfinite(kappa) and np.finfo(np.float32).eps * kappa
+                <= FLOAT32_HESSIAN_ROUNDOFF):
+            dtype = np.float64
     with hessian_precision(dtype):
         return problem.hessian(ev)
 
@@ -113,9 +126,11 @@ def quasi_newton(problem, ev, merit, *, tol: float, max_iter: int, callback=None
                 d = ev.fallback - ev.x
                 slope = merit.slope(ev, d)
             ref = merit.value(ev)
+            # a stale model gets a short search (STALE_EVALS trial points) before a refresh
             ls = line_search(problem, ev.x, d,
                              lambda new, t, ev=ev, ref=ref, s=slope:
-                             merit.accepts(ref, ev, new, t, s))
+                             merit.accepts(ref, ev, new, t, s),
+                             max_evals=30 if fresh else STALE_EVALS)
             if ls.ok or (fresh and full):
                 break
             # the model failed: exact Hessian (float64 if a fresh float32 one failed), retry
