@@ -16,6 +16,7 @@ packed storage holds (:mod:`kren.tensors.packed`), so both modes agree to round-
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -53,6 +54,7 @@ class StreamedBlocks(BlockSource):
         self.tiles = row_tiles(self.P, self.rows)
         self.threads = int(threads or _threads())
         self.passes = 0
+        self._local = threading.local()
 
     @property
     def nbytes(self) -> int:
@@ -79,18 +81,35 @@ class StreamedBlocks(BlockSource):
             with ThreadPoolExecutor(self.threads) as pool:
                 return list(pool.map(work, order))
 
+    def _buffer(self, size: int, dtype) -> np.ndarray:
+        """A per-worker scratch array of at least ``size`` values (reused across tiles: fresh
+        multi-megabyte arrays would be mapped and faulted in on every tile)."""
+        key = np.dtype(dtype).str
+        store = self._local.__dict__.setdefault("bufs", {})
+        buf = store.get(key)
+        if buf is None or buf.size < size:
+            buf = store[key] = np.empty(size, dtype=dtype)
+        return buf[:size]
+
     def _tile_sets(self, r0, r1):
-        """Yield (i, js, tiles (len(js), r, r1) as float64) for every patch i."""
+        """Yield (i, js, tiles (len(js), r, r1) as float64, K / maker.factor) for every i."""
         maker = self.maker
         for i in range(self.n):
             js = self.partners[i]
             if len(js):
-                buf = maker.ordered(i, js, r0, r1, r1)
-                yield i, js, (buf if buf.dtype == np.float64 else buf.astype(np.float64))
+                shape = (len(js), r1 - r0, r1)
+                size = shape[0] * shape[1] * shape[2]
+                buf = maker.ordered(i, js, r0, r1, r1, raw=True,
+                                    out=self._buffer(size, maker.dtype).reshape(shape))
+                if buf.dtype != np.float64:
+                    b64 = self._buffer(size, np.float64).reshape(shape)
+                    np.copyto(b64, buf)
+                    buf = b64
+                yield i, js, buf
 
     def combine(self, W) -> np.ndarray:
         """Σ_ij W_ij K_ij, (P, P) float64, one streamed pass."""
-        W = self._weights(W)
+        W = self._weights(W) * self.maker.factor
         P = self.P
         K = np.empty((P, P))
 
@@ -120,7 +139,7 @@ class StreamedBlocks(BlockSource):
                 h[i, js] += buf.reshape(len(js), -1) @ w
             return h
 
-        h = np.sum(self._map(work), axis=0)
+        h = np.sum(self._map(work), axis=0) * self.maker.factor
         self.passes += 1
         G = 0.5 * (h + h.T)
         keep = np.zeros((n, n), dtype=bool)

@@ -107,10 +107,16 @@ class TileMaker:
         self.var = var.astype(self.dtype)
         self.use_torch = self.fast and self.P >= TORCH_MIN_P and _torch_or_none() is not None
 
-    def ordered(self, i: int, js, r0: int, r1: int, c1: int, out: np.ndarray | None = None
-                ) -> np.ndarray:
+    @property
+    def factor(self) -> float:
+        """The constant that :meth:`ordered` with ``raw=True`` leaves out (2/π for erf)."""
+        return 2.0 / math.pi if self.fast else 1.0
+
+    def ordered(self, i: int, js, r0: int, r1: int, c1: int, out: np.ndarray | None = None,
+                raw: bool = False) -> np.ndarray:
         """K_ij[r0:r1, 0:c1] for every j of ``js``, shape (len(js), r1 − r0, c1), in ``out`` when
-        given (contiguous, of that shape and the maker's dtype)."""
+        given (contiguous, of that shape and the maker's dtype). ``raw=True``: K/:attr:`factor`
+        (a linear pass can apply the constant to its few coefficients instead of every entry)."""
         js = np.asarray(js, dtype=np.intp)
         r = r1 - r0
         shape = (len(js), r, c1)
@@ -124,7 +130,8 @@ class TileMaker:
         np.matmul(Zi[None], Zj.transpose(0, 2, 1), out=out)
         if self.fast:
             arcsin_inplace(out, self.use_torch)
-            out *= 2.0 / math.pi
+            if not raw:
+                out *= 2.0 / math.pi
             return out
         if self.scale != 1.0:
             out *= self.scale
