@@ -128,13 +128,22 @@ def cho_inverse(cho) -> np.ndarray:
         inv, info = potri(c, lower=lower)
     if info != 0:
         raise NotPositiveDefiniteError(f"potri failed with info={info}")
-    if lower:
-        inv = np.tril(inv)
-        inv = inv + np.tril(inv, -1).T
-    else:
-        inv = np.triu(inv)
-        inv = inv + np.triu(inv, 1).T
-    return inv
+    return mirror(inv, lower)
+
+
+def mirror(M: np.ndarray, lower: bool = True, block: int = 512) -> np.ndarray:
+    """Copy the lower (or upper) triangle of a square M onto the other one, in place and by
+    blocks (no P×P temporaries: at P = 10⁴ a temporary is 800 MB). Returns M."""
+    P = M.shape[0]
+    for s in range(0, P, block):
+        e = min(s + block, P)
+        d = M[s:e, s:e]
+        d[...] = (np.tril(d) + np.tril(d, -1).T) if lower else (np.triu(d) + np.triu(d, 1).T)
+        if lower:
+            M[s:e, e:] = M[e:, s:e].T
+        else:
+            M[e:, s:e] = M[s:e, e:].T
+    return M
 
 
 def cho_diagonal(cho) -> np.ndarray:

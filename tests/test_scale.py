@@ -150,7 +150,7 @@ def test_torch_cpu_path_equals_numpy(digits, act):
     """device='cpu' (PyTorch's CPU build; the code that runs on CUDA): stored and streamed,
     Q and predictions equal the NumPy fit to 1e-10 (torch float64)."""
     pytest.importorskip("torch")
-    X, y = digits.X_train[:40], digits.y_train[:40]
+    X, y = digits.X_train[:30], digits.y_train[:30]
     kw = dict(N=20, T=0.1, activation=act, tol=1e-11, **SHAPE)
     ref = kren.CNN(**kw).fit(X, y)
     for storage in ("stored", "streaming"):

@@ -136,7 +136,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         train = arch.prepare(X, "X")
         arch = train.arch
         y = check_targets(y, train.P)
-        plan = plan_storage(arch, train.P, self.storage, dtype, self.memory_budget, self.device)
+        # subclasses that predate these parameters get the defaults (storage "auto", NumPy)
+        storage, device = getattr(self, "storage", "auto"), getattr(self, "device", None)
+        time_budget, progress = getattr(self, "time_budget", None), getattr(self, "progress", False)
+        plan = plan_storage(arch, train.P, storage, dtype, self.memory_budget, device)
         tensor = cached(self.cache,
                         lambda: KernelCache.key("train", arch, plan.dtype, train,
                                                 extra=(plan.mode, plan.device)),
@@ -150,8 +153,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                                   method="exact")
         else:
             callback = None
-            if self.progress or self.time_budget is not None:
-                callback = Progress(self.time_budget, display=bool(self.progress),
+            if progress or time_budget is not None:
+                callback = Progress(time_budget, display=bool(progress),
                                     total=int(self.max_iter)).start()
             try:
                 sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
