@@ -37,6 +37,8 @@ from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidP
 
 from ..architecture import Architecture
 from ..cache import KernelCache, cached
+from ..saddle.progress import Progress
+from ..tensors.storage import STORAGES, plan_storage, solver_tensor
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
 from ..guard import guarded
@@ -85,6 +87,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         "dtype": [StrOptions({"float64", "float32"}), type, np.dtype],
         "memory_budget": [None, Interval(Real, 0, None, closed="neither")],
         "cache": [None, KernelCache],
+        "storage": [StrOptions(set(STORAGES))],
+        "device": [None, str],
+        "time_budget": [None, _POSITIVE],
+        "progress": ["boolean"],
     }
 
     # ------------------------------------------------------------ parameters
@@ -131,10 +137,14 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         train = arch.prepare(X, "X")
         arch = train.arch
         y = check_targets(y, train.P)
+        # subclasses that predate these parameters get the defaults (storage "auto", NumPy)
+        storage, device = getattr(self, "storage", "auto"), getattr(self, "device", None)
+        time_budget, progress = getattr(self, "time_budget", None), getattr(self, "progress", False)
+        plan = plan_storage(arch, train.P, storage, dtype, self.memory_budget, device)
         tensor = cached(self.cache,
-                        lambda: KernelCache.key("train", arch, dtype, train),
-                        lambda: arch.train_tensor(train, dtype=dtype,
-                                                  memory_budget=self.memory_budget))
+                        lambda: KernelCache.key("train", arch, plan.dtype, train,
+                                                extra=(plan.mode, plan.device)),
+                        lambda: solver_tensor(arch, train, plan))
         N, T = float(self.N), float(self.T)
         if math.isinf(N):
             Q, Qbar = arch.identity_order_parameters()
@@ -143,12 +153,20 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                                   "N = inf: infinite-width limit, Q = 1 and Qbar = 0 exactly",
                                   method="exact")
         else:
-            sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
-                               max_iter=int(self.max_iter), memory_budget=self.memory_budget,
-                               Q0=Q0)
+            callback = None
+            if progress or time_budget is not None:
+                callback = Progress(time_budget, display=bool(progress),
+                                    total=int(self.max_iter)).start()
+            try:
+                sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
+                                   max_iter=int(self.max_iter), memory_budget=self.memory_budget,
+                                   Q0=Q0, callback=callback)
+            finally:
+                if callback is not None:
+                    callback.close()
             Q, Qbar, result, sol_cho, sol_z = sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
         fit = Fit.build(type(self).__name__, params, arch, train, y, tensor, Q, Qbar, T, N,
-                        dtype, result, sol_cho, sol_z)
+                        dtype, result, sol_cho, sol_z, storage=plan.describe())
         self.fit_ = fit                                   # the one state change, at the end
         if not result.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {result.message}",
@@ -210,6 +228,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
     cho_ = property(lambda self: self._fit_or_raise().cho,
                     doc="Cholesky factor of A = T𝟙 + K_R at the saddle point.")
     z_ = property(lambda self: self._fit_or_raise().z, doc="z = A⁻¹y at the saddle point.")
+    storage_ = property(lambda self: self._fit_or_raise().storage,
+                        doc="How the fit held the train×train kernels: the storage mode "
+                            "('stored', 'float32', 'streaming'), dtype, device and why "
+                            "(kren.tensors.storage).")
     n_iter_ = property(lambda self: self._fit_or_raise().result.n_iter,
                        doc="Solver iterations of the fit (0 at N = ∞).")
     n_features_in_ = property(lambda self: self._fit_or_raise().train.X.shape[1],
