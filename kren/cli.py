@@ -50,6 +50,17 @@ def _classes(text, src: str = "--classes"):
 
 
 # ----------------------------------------------------------------------------- demo
+def parse_archs(text: str) -> list:
+    """--archs: comma-separated names among FC, LCN, CNN, CNN-pool."""
+    from .demo import ARCHS
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [a for a in names if a not in ARCHS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names among {','.join(ARCHS)}, got {text!r}")
+    return names
+
+
 DEMO_SETTINGS = {
     "P": Setting("int", 1), "n_test": Setting("int", 1), "T": Setting("float", 0, True),
     "seed": Setting("int", 0), "max_iter": Setting("int", 1),
@@ -63,9 +74,10 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     res = run_demo(out=args.out, P=args.P, n_test=args.n_test, Ns=args.N, T=args.T,
                    activation=args.activation, seed=args.seed, quiet=args.quiet,
-                   max_iter=args.max_iter)
+                   max_iter=args.max_iter, archs=args.archs)
     print(f"digits even vs odd: P = {res['P']}, {res['n_test']} test images, T = {res['T']}, "
-          f"{res['activation']}, λ0 = λ1 = 1; LCN and CNN with 2×2 mask, stride 2 (n = 16)")
+          f"{res['activation']}, λ0 = λ1 = 1; LCN and CNN with 2×2 mask, stride 2 (n = 16)"
+          + ("; CNN-pool: the CNN with the pooled readout" if "CNN-pool" in args.archs else ""))
     print(format_table(res["rows"]))
     if any(not r["converged"] for r in res["rows"]):
         print("! = solver did not converge, x = fit failed (see demo.json for the messages)")
@@ -245,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--activation", default="erf", choices=activations.names())
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--max-iter", type=int, default=1000, help="solver iterations per fit")
+    d.add_argument("--archs", type=parse_archs, default=None,
+                   help="comma-separated among FC,LCN,CNN,CNN-pool (default FC,LCN,CNN; "
+                        "CNN-pool: the CNN with the pooled readout, THEORY §3b)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -296,6 +311,9 @@ def _dispatch(argv) -> int:
     if args.command == "demo" and args.N is None:
         from .demo import DEFAULT_NS
         args.N = list(DEFAULT_NS)
+    if args.command == "demo" and args.archs is None:
+        from .demo import DEFAULT_ARCHS
+        args.archs = list(DEFAULT_ARCHS)
     return args.func(args)
 
 

@@ -2,7 +2,9 @@
 
 Even vs odd handwritten digits (scikit-learn's 8×8 set), P = 500 training images, all three
 architectures (CNN and LCN with a 2×2 mask, stride 2: n = 16 patches) from α = P/N ≫ 1 to the
-infinite-width limit N = ∞. For each (architecture, N): the saddle point, the test error and its
+infinite-width limit N = ∞, and beside them the control experiment of THEORY §3b: the same CNN
+with a pooled readout ("CNN-pool"), whose weight sharing renormalizes the kernel globally by one
+scalar Q, like the FC, while the local readout's n×n Q renormalizes it patch by patch. For each (architecture, N): the saddle point, the test error and its
 bias²/variance split (THEORY §4). Widths are swept downward from N = ∞ and each solve starts
 from the Q of the previous width (continuation). One :class:`kren.cache.KernelCache`, owned by
 the run, shares each architecture's train×train and test×train kernels across the widths.
@@ -21,23 +23,30 @@ from .cache import KernelCache
 from .estimators import CNN, FC, LCN
 
 DEFAULT_NS = (float("inf"), 1000, 100, 30, 10, 5)
+#: The demo's architectures in table order ("CNN-pool": the CNN with the pooled readout).
+ARCHS = ("FC", "LCN", "CNN", "CNN-pool")
+#: What ``kren demo`` runs unless ``--archs`` says otherwise.
+DEFAULT_ARCHS = ("FC", "LCN", "CNN")
 
 
 def run_demo(out="kren-output", P=500, n_test=500, Ns=DEFAULT_NS, T=0.1, lambda0=1.0,
-             lambda1=1.0, activation="erf", seed=0, quiet=False, plots=True, max_iter=1000):
+             lambda1=1.0, activation="erf", seed=0, quiet=False, plots=True, max_iter=1000,
+             archs=DEFAULT_ARCHS):
     """Run the sweep; returns a dict with the table rows and the paths written.
 
     The output folder is checked (created if needed, writable, not in use by another run)
     before anything is computed, and the outputs are written together at the end
     (:class:`kren.outputs.RunFolder`): an interrupted or failed run leaves the previous outputs
     intact and says so in ``status.json``. A fit that does not converge, or fails, is a marked
-    row (``converged`` False, ``message``), never a traceback.
+    row (``converged`` False, ``message``), never a traceback. ``archs`` picks among
+    :data:`ARCHS` ("CNN-pool" adds the pooled-readout CNN beside the local one).
     """
     from tqdm.auto import tqdm
 
     from .outputs import RunFolder
 
-    config = {"P": P, "n_test": n_test, "T": T, "lambda0": lambda0, "lambda1": lambda1,
+    archs = _check_archs(archs)
+    config = {"archs": list(archs), "P": P, "n_test": n_test, "T": T, "lambda0": lambda0, "lambda1": lambda1,
               "activation": str(activation), "seed": seed, "max_iter": max_iter,
               "Ns": [_json_number(N) for N in Ns]}
     with RunFolder(out, "demo", flag="--out", info={"config": config}) as run:
@@ -47,9 +56,11 @@ def run_demo(out="kren-output", P=500, n_test=500, Ns=DEFAULT_NS, T=0.1, lambda0
         common = dict(T=T, lambda0=lambda0, lambda1=lambda1, activation=activation, cache=cache,
                       max_iter=max_iter)
         local = dict(input_shape=ds.input_shape, mask=(2, 2), stride=(2, 2))
-        makers = {"FC": lambda N: FC(N=N, **common),
+        every = {"FC": lambda N: FC(N=N, **common),
                   "LCN": lambda N: LCN(N=N, **common, **local),
-                  "CNN": lambda N: CNN(N=N, **common, **local)}
+                  "CNN": lambda N: CNN(N=N, **common, **local),
+                  "CNN-pool": lambda N: CNN(N=N, readout="pool", **common, **local)}
+        makers = {a: every[a] for a in archs}
         Ns = sorted(Ns, key=lambda N: -N)
         rows, fits = [], {}
         bar = tqdm(total=len(Ns) * len(makers), disable=quiet, desc="kren demo", unit="fit")
@@ -88,6 +99,17 @@ def run_demo(out="kren-output", P=500, n_test=500, Ns=DEFAULT_NS, T=0.1, lambda0
         run.commit()
     result["paths"] = paths
     return result
+
+
+def _check_archs(archs):
+    """The requested architectures, in table order; an unknown or repeated name is an error."""
+    from .validation import InvalidParameterError
+    archs = [archs] if isinstance(archs, str) else list(archs)
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs or len(set(archs)) != len(archs):
+        raise InvalidParameterError(
+            f"archs must be distinct names among {', '.join(ARCHS)}, got {archs!r}")
+    return tuple(a for a in ARCHS if a in archs)
 
 
 def _row(arch, N, P, make, ds, Q0):
@@ -138,7 +160,7 @@ def _json_rows(result):
 def format_table(rows) -> str:
     """The demo's table: N, α and test error, bias², variance per architecture; ``!`` marks a
     fit whose solver did not converge, ``x`` a fit that failed (messages in demo.json)."""
-    archs = [a for a in ("FC", "LCN", "CNN") if any(r["arch"] == a for r in rows)]
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
     Ns = sorted({r["N"] for r in rows}, key=lambda N: -N)
     head = f"{'N':>6} {'alpha':>7} | " + " | ".join(f"{a:^26}" for a in archs)
     sub = f"{'':>6} {'':>7} | " + " | ".join(f"{'error':>8} {'bias2':>8} {'var':>8}" for _ in archs)
