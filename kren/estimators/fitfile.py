@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import validate_parameter_constraints
 from ..exceptions import FitFileError
 from ..linalg import NotPositiveDefiniteError
 from ..prepared import fingerprint
+from ..tensors.storage import plan_storage, solver_tensor
 from ..validation import InvalidDataError, InvalidParameterError, check_targets
 from .solve import SolverResult
 from .state import RESOURCE_PARAMS, Fit
@@ -376,7 +377,10 @@ def restore(raw: RawFit, path, activation=None):
                            f"converged = {result.converged} contradicts rel_grad_norm = "
                            f"{result.rel_grad_norm:.3e} and tol = {tol:.0e}")
     dtype = np.dtype(est.dtype)
-    tensor = arch.train_tensor(train, dtype=dtype, memory_budget=est.memory_budget)
+    # the kernels the fit solved on: the same storage plan and solver tensor as fit()
+    plan = plan_storage(arch, train.P, getattr(est, "storage", "auto"), dtype,
+                        est.memory_budget, getattr(est, "device", None))
+    tensor = solver_tensor(arch, train, plan)
     cho = z = None
     if math.isinf(N):
         Q0, Qb0 = arch.identity_order_parameters()
@@ -390,7 +394,7 @@ def restore(raw: RawFit, path, activation=None):
         except NotPositiveDefiniteError as exc:
             raise FitFileError(path, "Q", f"A = T·1 + K_R at the stored Q is not positive "
                                f"definite ({exc})") from None
-        eps = float(np.finfo(tensor.blocks.dtype).eps)
+        eps = float(np.finfo(plan.dtype).eps)
         limit = load_tolerance(tol, result.rel_grad_norm, kappa, eps)
         if not (rel <= limit):
             raise FitFileError(
@@ -411,7 +415,7 @@ def restore(raw: RawFit, path, activation=None):
                            f"N = {N:g}; got {alpha!r}")
     try:
         est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor,
-                             Q, Qbar, T, N, dtype, result, cho, z)
+                             Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe())
     except NotPositiveDefiniteError as exc:
         raise FitFileError(path, "Q", f"A = T·1 + K_R is not positive definite ({exc})") from None
     return est

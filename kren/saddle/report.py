@@ -26,7 +26,10 @@ _WHAT = {
 
 
 def _reachable(best_rel: float) -> float:
-    """A tolerance above the best relative gradient reached: 10^ceil(log10(3 × best))."""
+    """A tolerance above the best relative gradient reached: 10^ceil(log10(3 × best))
+    (infinite when no finite gradient was reached)."""
+    if not math.isfinite(best_rel):
+        return float("inf")
     return 10.0 ** math.ceil(math.log10(max(3.0 * best_rel, 1e-300)))
 
 

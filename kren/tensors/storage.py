@@ -126,10 +126,10 @@ def solver_tensor(arch, prep, plan: StoragePlan) -> KernelTensor:
     :class:`kren.kernels.KernelTensor` whose ``blocks`` is a stacked array (scalar structure),
     a :class:`PackedBlocks`, a :class:`StreamedBlocks` or a PyTorch source."""
     if arch.structure == "scalar":
-        kt = arch.train_tensor(prep, dtype=plan.dtype, memory_budget=None)
-        if plan.device is not None:
-            return kt
-        return kt
+        return arch.train_tensor(prep, dtype=plan.dtype, memory_budget=None)
+    from ..kernels import check_kernel_scale
+    # overflowing inputs are a named error before any tile is built (as in kren.kernels)
+    check_kernel_scale(arch.act, prep.var, prep.var, plan.dtype, (prep.name, prep.name))
     pairs = arch.pairs
     if plan.device is not None:
         from .torch_backend import TorchBlocks
