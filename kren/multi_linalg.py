@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import NotPositiveDefiniteError, _pair_hessian_terms, single_blas_thread
+from .linalg import NotPositiveDefiniteError, pair_hessian_terms, single_blas_thread
 
 __all__ = ["multi_pair_contract_inverse", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
            "multi_full_combine", "multi_diag_combine", "multi_point_blocks",
@@ -308,7 +308,7 @@ def multi_pair_hessian_terms(blocks, pairs, D, cho, z, mu=None, V=None, sign: fl
     lb, gp = lifted_tensor(blocks, pairs, D)
     muD = None if mu is None else lift_means(mu, D)
     with single_blas_thread():
-        return _pair_hessian_terms(lb, gp, cho, np.asarray(z, dtype=float), muD, V, float(sign))
+        return pair_hessian_terms(lb, gp, cho, np.asarray(z, dtype=float), muD, V, float(sign))
 
 
 def point_block_gram(X, D) -> np.ndarray:

@@ -98,3 +98,20 @@ def test_one_patch_local_equals_fc_with_D_outputs(digits, cls):
     np.testing.assert_allclose(loc.Q_.reshape(3, 3), fc.Q_, rtol=0, atol=1e-7)
     np.testing.assert_allclose(loc.predict(digits.X_test), fc.predict(digits.X_test),
                                rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls,suffix", [("FC", ".npz"), ("CNN", ".json")])
+def test_save_load_round_trip_with_D_outputs(digits, tmp_path, cls, suffix):
+    """A saved D-output fit loads (its saddle point re-checked on the stored data) and predicts
+    the same numbers; a one-hot fit keeps its classes."""
+    from kren.estimators import load
+    labels = np.argmax(digits.y_train, axis=1) % 3
+    kw = CNN_GEOM if cls == "CNN" else {}
+    est = getattr(kren, cls)(N=10.0, T=T, one_hot=True, **kw).fit(digits.X_train, labels)
+    path = tmp_path / f"fit{suffix}"
+    est.save(path)
+    back = load(path)
+    assert list(back.classes_) == [0, 1, 2] and back.Q_.shape == est.Q_.shape
+    np.testing.assert_array_equal(back.Q_, est.Q_)
+    np.testing.assert_allclose(back.predict(digits.X_test), est.predict(digits.X_test),
+                               rtol=0, atol=1e-12)

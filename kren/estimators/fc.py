@@ -18,6 +18,7 @@ class FC(KrenEstimator):
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None, *,
                  tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None,
+                 storage="auto", device=None, time_budget=None, progress=False,
                  one_hot=False, label_values=(1.0, -1.0)):
         self.N = N
         self.T = T
@@ -30,6 +31,10 @@ class FC(KrenEstimator):
         self.dtype = dtype
         self.memory_budget = memory_budget
         self.cache = cache
+        self.storage = storage
+        self.device = device
+        self.time_budget = time_budget
+        self.progress = progress
         self.one_hot = one_hot
         self.label_values = label_values
         self._check_params()

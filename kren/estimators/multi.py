@@ -137,3 +137,20 @@ def test_error_multi(y, mean, cov, classes=None, labels=None) -> MultiTestError:
 
 
 test_error_multi.__test__ = False   # a public name, not a pytest test when imported into one
+
+
+def multi_storage_plan(arch, P: int, storage, device, dtype):
+    """The storage of a D-output fit (THEORY §3c): the D-output problems
+    (:mod:`kren.saddle.multi`, :mod:`kren.saddle.multi_eig`) and the D-output predictor read the
+    train×train blocks as one stacked array (``arch.train_tensor``), n_pairs·P² values in
+    ``dtype``; the packed, float32, streamed and device storages of
+    :mod:`kren.tensors.storage` serve one output. ``storage`` "auto" or "stored" on the CPU
+    is accepted, anything else a named error."""
+    from ..tensors.storage import StoragePlan
+    if storage not in ("auto", "stored") or device is not None:
+        raise InvalidParameterError(
+            f"storage={storage!r}, device={device!r} is not available with D outputs (y of shape "
+            "(P, D) or one_hot=True): use storage='auto' or 'stored' and device=None")
+    dtype = np.dtype(dtype)
+    return StoragePlan("stored", dtype, len(arch.pairs) * P * P * dtype.itemsize,
+                       "D outputs: the stacked train×train blocks (kren.saddle.multi)")

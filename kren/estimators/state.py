@@ -26,7 +26,8 @@ from .solve import SolverResult
 __all__ = ["Fit", "RESOURCE_PARAMS", "same_value"]
 
 #: Parameters that decide how, not what, is computed: changing them does not make a fit stale.
-RESOURCE_PARAMS = frozenset({"memory_budget", "cache"})
+RESOURCE_PARAMS = frozenset({"memory_budget", "cache", "storage", "device", "time_budget",
+                             "progress"})
 
 
 def _normalize(v):
@@ -72,7 +73,8 @@ class Fit:
     inputs), ``y`` (float64 targets), ``tensor`` (the train×train kernel tensor the action
     needs), ``Q``, ``Qbar`` (floats for FC, n×n arrays otherwise), ``T``, ``N``, ``dtype``,
     ``cho`` (the Cholesky factor of A = T𝟙 + K_R) and ``z`` = A⁻¹y, ``result`` (the
-    :class:`kren.saddle.SolverResult`).
+    :class:`kren.saddle.SolverResult`), ``storage`` (how the solver held the kernels,
+    :meth:`kren.tensors.storage.StoragePlan.describe`).
     """
 
     estimator: str
@@ -90,11 +92,12 @@ class Fit:
     z: np.ndarray
     result: SolverResult
     K_R_train: np.ndarray | None = field(default=None, repr=False)
+    storage: str | None = None
     classes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, estimator, params, arch, train, y, tensor, Q, Qbar, T, N, dtype, result,
-              cho=None, z=None, classes=None):
+              cho=None, z=None, storage=None, classes=None):
         """Freeze the arrays; when the solver returned no factor of A (scalar problems, N = ∞),
         build K_R over the training set and factorize A = T𝟙 + K_R once (THEORY §3).
 
@@ -112,7 +115,7 @@ class Fit:
         cho = (_frozen(cho[0]), cho[1])
         return cls(estimator, dict(params), arch, train, _frozen(y), tensor,
                    Q, Qbar, float(T), float(N), np.dtype(dtype), cho, _frozen(z), result, K_R,
-                   None if classes is None else np.asarray(classes).copy())
+                   storage, None if classes is None else np.asarray(classes).copy())
 
     @property
     def outputs(self) -> int | None:

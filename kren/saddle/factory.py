@@ -38,7 +38,8 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
     T = _positive(T, "T (temperature)")
     N = _positive(N, "N")
     lambda1 = _positive(lambda1, "lambda1")
-    P = np.asarray(tensor.blocks).shape[1]
+    blocks = tensor.blocks
+    P = (blocks.shape if hasattr(blocks, "shape") else np.asarray(blocks).shape)[1]
     y = np.asarray(y, dtype=float)
     if y.ndim == 2:                     # D outputs (THEORY §3c): kren.saddle.multi_factory
         from .multi_factory import multi_problem_for
