@@ -17,6 +17,13 @@ __version__ = "0.1.0"
 __all__ = ["Architecture", "PatchGeometry", "Prepared", "KernelTensor", "KernelCache",
            "RenormalizedKernel", "MemoryBudgetError", "set_memory_budget",
            "InvalidParameterError", "InvalidDataError", "NotFittedError", "StaleFitError",
-           "UnconvergedError", "ConvergenceWarning", "FC", "LCN", "CNN", "__version__"]
+           "UnconvergedError", "ConvergenceWarning", "FC", "LCN", "CNN", "sweep", "__version__"]
 
 from .estimators import CNN, FC, LCN  # noqa: E402  (after the modules they build on)
+
+
+def sweep(config, out=None, **kw):
+    """Run a sweep of fits and sampled networks into the folder ``out`` (kernels reused,
+    resumable, local or on Dask): :func:`kren.sweeps.sweep`, schema in :mod:`kren.sweeps.config`."""
+    from .sweeps import sweep as _sweep
+    return _sweep(config, out, **kw)

@@ -1,4 +1,4 @@
-"""Command line: ``kren demo | solve | compare | codegen``."""
+"""Command line: ``kren demo | solve | compare | codegen | sweep | plot | paper``."""
 from __future__ import annotations
 
 import argparse
@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("codegen", help="regenerate kren/generated from the SymPy derivation",
                        add_help=False)
     g.set_defaults(func=None)
+    from .sweeps.cli import register as register_sweeps      # sweep, plot, paper
+    register_sweeps(sub)
     return p
 
 
