@@ -243,7 +243,8 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "8 points (6 theory, 2 sampled) in 2 kernel groups" in text
     assert "to compute: 8" in text and "memory: per worker" in text
-    assert "widths [10], 4 chains × 200 steps" in text
+    assert "sampled: 2 points, widths [10]" in text
+    assert "FC: 4 chains × 200 steps (burn-in 50, thin 10)" in text
     assert not out.exists()
 
 
@@ -334,9 +335,10 @@ def test_plot_writes_every_figure(tmp_path, capsys):
     for name in names:
         for ext in ("png", "pdf"):
             assert (tmp_path / "p" / "figures" / f"{name}.{ext}").stat().st_size > 1000
-    assert main(["plot", str(tmp_path / "p"), "--x", "alpha"]) == 0
-    assert (tmp_path / "p" / "figures" / "test_error_vs_alpha.png").exists()
     assert not list((tmp_path / "p" / "figures").glob(".*.tmp"))
+    from kren.sweeps.figures import plot_test_error
+    path, = plot_test_error(t, tmp_path / "alpha", x="alpha", formats=("png",))
+    assert path.stat().st_size > 1000
 
 
 def test_paper_command_on_a_small_config(tmp_path, capsys):

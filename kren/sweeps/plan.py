@@ -269,9 +269,10 @@ def make_plan(config: SweepConfig, workers: int | None = None) -> Plan:
     points: dict[str, Point] = {}
     groups: dict[str, Group] = {}
     theory_sources = []
+    memo: dict = {}
     for grid in cfg.grids:
         for combo in _combinations(grid):
-            pt, grp = _resolve(combo, "theory", cfg, itemsize)
+            pt, grp = _resolve(combo, "theory", cfg, itemsize, memo)
             if pt.id in points:
                 continue
             points[pt.id] = pt
@@ -282,7 +283,7 @@ def make_plan(config: SweepConfig, workers: int | None = None) -> Plan:
             if src.arch not in sampling["arch"]:
                 continue
             for N in sampling["N"]:
-                pt, grp = _resolve({**combo, "N": int(N)}, "sampled", cfg, itemsize)
+                pt, grp = _resolve({**combo, "N": int(N)}, "sampled", cfg, itemsize, memo)
                 if pt.id in points:
                     continue
                 points[pt.id] = pt
@@ -317,7 +318,31 @@ def _add(groups, grp, pt):
     groups[gid].points.append(pt)
 
 
-def _resolve(combo: dict, kind: str, cfg: SweepConfig, itemsize: int):
+#: Parameters checked by the config itself (positive numbers; N may be inf): the architecture
+#: of a point is validated once for all values of them (see _architecture).
+_CHECKED = ("N", "T", "lambda1")
+
+
+def _architecture(memo, cls, kwargs: tuple, shape, tol, max_iter, dtype):
+    """The estimator's validated architecture (``_check_params``), which raises for a refused
+    parameter. Remembered in ``memo`` (one plan's) over everything but N, T and λ1 (validated
+    by the config; λ1 is not part of ``kernel_key``), so a grid of many widths validates each
+    geometry once."""
+    rest = tuple((k, v) for k, v in kwargs if k not in _CHECKED)
+    key = (cls, rest, shape, tol, max_iter, dtype)
+    if key not in memo:
+        try:
+            est = cls(**dict(kwargs), input_shape=shape, tol=tol, max_iter=max_iter, dtype=dtype)
+            memo[key] = (est._check_params(), None)
+        except (ValueError, TypeError, KeyError) as exc:
+            memo[key] = (None, exc)
+    arch, exc = memo[key]
+    if exc is not None:
+        raise exc
+    return arch
+
+
+def _resolve(combo: dict, kind: str, cfg: SweepConfig, itemsize: int, memo: dict):
     """One grid combination -> (Point, (group id, description, tensor bytes))."""
     entry = get_estimator(combo["arch"])
     data, solver = cfg.data, cfg.solver
@@ -334,9 +359,8 @@ def _resolve(combo: dict, kind: str, cfg: SweepConfig, itemsize: int):
         if "mask" in entry.params:
             params["patches"] = combo.get("patches")
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
-        est = entry.cls(**kwargs, input_shape=shape, tol=solver["tol"],
-                        max_iter=solver["max_iter"], dtype=solver["dtype"])
-        arch = est._check_params()
+        arch = _architecture(memo, entry.cls, tuple(sorted(kwargs.items())), shape,
+                             solver["tol"], solver["max_iter"], solver["dtype"])
     except (ValueError, TypeError, KeyError) as exc:
         invalid = f"{type(exc).__name__}: {exc}"
     for k, v in kwargs.items():

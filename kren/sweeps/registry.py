@@ -13,7 +13,7 @@ sample its finite networks (``arch.network(N)``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SweepConfigError
 
@@ -32,11 +32,12 @@ class EstimatorEntry:
     cls: type
     label: str
     sampled: bool = True
+    params: frozenset = field(init=False, compare=False)
 
-    @property
-    def params(self) -> frozenset:
-        """Grid keys this estimator takes (its constructor parameters, the reserved ones out)."""
-        return frozenset(self.cls._get_param_names()) - RESERVED_PARAMS
+    def __post_init__(self):
+        # the grid keys this estimator takes: its constructor parameters, the reserved ones out
+        object.__setattr__(self, "params",
+                           frozenset(self.cls._get_param_names()) - RESERVED_PARAMS)
 
 
 _REGISTRY: dict[str, EstimatorEntry] = {}

@@ -50,6 +50,14 @@ class WorkerState:
         self._datasets: OrderedDict = OrderedDict()
         self.max_datasets = max_datasets
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._threadpools = None
+
+    def threads(self, n: int):
+        """A context limiting BLAS/OpenMP to ``n`` threads (the libraries are found once)."""
+        if self._threadpools is None:
+            from threadpoolctl import ThreadpoolController
+            self._threadpools = ThreadpoolController()
+        return self._threadpools.limit(limits=int(n))
 
     def dataset(self, key):
         if key in self._datasets:
@@ -79,7 +87,6 @@ def _error_text(exc: BaseException) -> str:
 
 def run_task(task: Task, Q0, state: WorkerState):
     """(record, arrays) of one point (module docstring). ``Q0``: warm start or None."""
-    from threadpoolctl import threadpool_limits
     p = task.point
     rec = {"status": "ok", "error": None, "worker": state.name}
     arrays = {}
@@ -87,7 +94,7 @@ def run_task(task: Task, Q0, state: WorkerState):
     try:
         if p.invalid:
             raise _Invalid(p.invalid)
-        with threadpool_limits(limits=task.threads):
+        with state.threads(task.threads):
             if p.kind == "sampled":
                 _sampled(task, state, rec)
             else:
