@@ -56,7 +56,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_plot(args) -> int:
     from .figures import plot_sweep
-    for name, paths in plot_sweep(args.folder, x=args.x).items():
+    for name, paths in plot_sweep(args.folder, x=args.x, formats=args.format).items():
         print(f"wrote {', '.join(paths)}")
     return 0
 
@@ -85,6 +85,20 @@ def _run_args(p, workers_help="local worker processes (default: [run] workers, e
     p.add_argument("--quiet", action="store_true", help="no plan, no progress bar")
 
 
+def _formats(text: str) -> tuple:
+    """"png,pdf" -> ("png", "pdf"); each a format matplotlib writes."""
+    import argparse
+
+    from matplotlib.backend_bases import FigureCanvasBase
+    fmts = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    allowed = sorted(FigureCanvasBase.get_supported_filetypes())
+    bad = [f for f in fmts if f not in allowed]
+    if not fmts or bad:
+        raise argparse.ArgumentTypeError(f"unknown figure format {', '.join(bad) or repr(text)}; "
+                                         f"choose among {', '.join(allowed)}")
+    return fmts
+
+
 def register(sub) -> None:
     """Add the sweep, plot and paper subcommands to ``kren``'s subparsers."""
     s = sub.add_parser("sweep", help="run a grid of fits and sampled networks (TOML config)",
@@ -104,6 +118,8 @@ def register(sub) -> None:
     p = sub.add_parser("plot", help="the standard figures of a sweep folder (PNG and PDF)")
     p.add_argument("folder", help="a sweep folder (with table.parquet)")
     p.add_argument("--x", default="N", choices=["N", "alpha"], help="x axis: N or α = P/N")
+    p.add_argument("--format", default="png,pdf", type=_formats,
+                   help="comma-separated file formats (default png,pdf)")
     p.set_defaults(func=cmd_plot)
 
     q = sub.add_parser("paper", help="the headline figure: FC vs LCN vs CNN against N on "

@@ -137,7 +137,7 @@ def execute(plan, store, *, workers=1, scheduler=None, threads=1, progress=True)
             from distributed import Client, LocalCluster
             summary["executor"] = f"{workers} local worker processes"
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None, memory_limit=0,
+                              dashboard_address=":0", memory_limit=0,
                               silence_logs=40) as cluster, Client(cluster) as client:
                 _dask(plan, store, chains, client, threads, bar, summary)
         else:
