@@ -304,7 +304,7 @@ kren.sweep(sys.argv[1], sys.argv[2], progress=False)
 """
 
 
-def test_sigkill_mid_run_then_resume_computes_each_point_once(tmp_path):
+def test_sigkill_mid_run_then_resume_computes_each_point_once(tmp_path, monkeypatch):
     cfg = tmp_path / "grid.json"
     cfg.write_text(json.dumps(_cfg(grid={"N": [math.inf, 300.0, 100.0, 30.0, 10.0, 3.0]})))
     out = tmp_path / "k"
@@ -323,7 +323,20 @@ def test_sigkill_mid_run_then_resume_computes_each_point_once(tmp_path):
     before = store.done()
     n_events = len(store.events())
     assert 8 <= len(before) < 36
+    import kren.sweeps.run as run
+    solved = []
+    real = run.run_task
+
+    def counting(task, Q0, state):
+        solved.append(task.point.id)
+        return real(task, Q0, state)
+
+    monkeypatch.setattr(run, "run_task", counting)
     res = kren.sweep(str(cfg), out, progress=False)
+    monkeypatch.setattr(run, "run_task", real)
+    # the solves of the restart, counted where they run: the missing points, each once
+    assert sorted(solved) == sorted(set(solved)) and len(solved) == 36 - len(before)
+    assert not set(solved) & before
     after = store.events()[n_events:]
     started = [e["point"] for e in after if e["event"] == "start"]
     # only the missing points were computed, each once
