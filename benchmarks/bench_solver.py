@@ -4,7 +4,10 @@
    kernels included (target: < 5 s on two cores);
 2. each solver iteration against the floor: one Cholesky of the P×P matrix A plus one pass over
    the kernel tensor (K_R = Σ_ij Q_ij K_ij), timed in the same run (target: within 3×);
-3. the hard case: even vs odd, P = 300, T = 0.01, N = 5, FC / LCN / CNN (target: < 5 s).
+3. the hard case: even vs odd, P = 300, T = 0.01, N = 5, FC / LCN / CNN (target: < 5 s);
+4. issue 9: relu CNN, even vs odd, P = 200, N = 20, T = 1e-3 (Anderson alone diverges; Newton
+   with the Hessian of the (Q, Q̄) saddle converges), and 50 digits each twice at T = 1e-10
+   (LCN: float64 cannot reach tol; evaluations and seconds until the solver stops and says so).
 Medians over --repeat runs (no kernel cache: every fit builds its kernels).
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 
 import numpy as np
 
@@ -70,6 +74,29 @@ def main(argv=None):
         r = mh.result_
         print(f"    {cls.__name__:4s} median {med:.2f} s (runs: {', '.join(f'{t:.2f}' for t in ts)})"
               f"  converged={r.converged} iterations={r.n_iter} ({r.method})  target < 5 s")
+
+    print("[4] issue 9 (kernels included)")
+    relu = load_digits(classes="even-odd", n_train=200, n_test=10, seed=0)
+    pair = load_digits(classes=(0, 1), n_train=50, n_test=10, seed=0)
+    dup_X = np.concatenate([pair.X_train, pair.X_train])
+    dup_y = np.concatenate([pair.y_train, pair.y_train])
+    cases = [("relu CNN, P = 200, N = 20, T = 1e-3", relu.X_train, relu.y_train,
+              lambda: kren.CNN(N=20, T=1e-3, activation="relu", **shape)),
+             ("LCN, duplicated points, T = 1e-10", dup_X, dup_y,
+              lambda: kren.LCN(N=10, T=1e-10, **shape))]
+    for name, X, y, make in cases:
+        def fit_case():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", kren.ConvergenceWarning)
+                return make().fit(X, y)
+
+        med, ts, mc = timed(fit_case, args.repeat)
+        r = mc.result_
+        print(f"    {name}: median {med:.2f} s (runs: {', '.join(f'{t:.2f}' for t in ts)}) "
+              f"converged={r.converged} iterations={r.n_iter} evaluations={r.n_eval} "
+              f"({r.method})")
+        if not r.converged:
+            print(f"      {r.message}")
 
 
 if __name__ == "__main__":

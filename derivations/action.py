@@ -42,6 +42,13 @@ Zero mean (μ = 0): ∇_Q̄ S = −Q + R = 0 gives Q̄ = Q⁻¹ − 𝟙 (solved
     S(Q) = Tr Q − log det Q + (1/N) [log det A + yᵀ A⁻¹ y],   ∇_Q S = 𝟙 − Q⁻¹ + G/(N λ1 n),
     G = PairContract(K, B).
 
+Fixed-point maps (:func:`fixed_point_program`). Zero mean: ∇_Q S + Q⁻¹ = 𝟙 + G/(N λ1 n) no longer
+contains Q⁻¹, so ∇_Q S = 0 ⇔ Q = (∇_Q S + Q⁻¹)⁻¹, the map Q ← (𝟙 + G(Q)/(N λ1 n))⁻¹ of THEORY §3.
+Non-zero mean: Q̄ + ∇_Q S = (G − μBμᵀ)/(N λ1 n) no longer contains Q̄, and with X = 𝟙 + Q̄ the
+product X − X(Q + ∇_Q̄ S)X = H = μBμᵀ/(N λ1 n) reads H off the gradient, so ∇_Q̄ S = 0 ⇔
+Q = R − R H R; the map is Q̄ ← Q̄ + ∇_Q S, Q ← R' − R' H R', R' = (𝟙 + Q̄')⁻¹. The elimination
+Q̄ = Q⁻¹ − 𝟙 of zero-mean units is :func:`eliminated_Qbar_program`.
+
 Every gradient is checked against SymPy's own differentiation of the explicit expression (explicit
 Matrix of Symbols, n = 1, 2, 3 and P = 2, 3) by :func:`verify_gradients`.
 
@@ -51,6 +58,7 @@ O(P) forms (:func:`fc_eigen_zero_mean`, :func:`fc_eigen_relu`).
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -68,6 +76,8 @@ __all__ = [
     "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
     "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
     "hessian_zero_mean_program", "PackedSandwich", "PairHessianTerms", "HessTerm",
+    "fixed_point_program", "eliminated_Qbar_program", "hessian_program",
+    "SaddleHessianTerms", "PackedSandwich2", "PackedBlocks",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +195,7 @@ class ModeSum(sp.Expr):
 
 #: Names of matrix symbols that are symmetric (Q, Q̄, A, K_R, B, R, the FC kernel K, ...).
 SYMMETRIC = {"Q", "Qbar", "A", "K_R", "B", "R", "G", "K", "M", "Qd", "Qbard",
-             "dS_dQ", "dS_dQbar"}
+             "dS_dQ", "dS_dQbar", "F", "H", "Q_new", "Qbar_new", "R_new", "N_B"}
 
 
 def is_symmetric(X) -> bool:
@@ -357,6 +367,7 @@ class Program:
 
     defs: list = field(default_factory=list)            # [(symbol, expression)]
     inputs: dict = field(default_factory=dict)          # name -> symbol
+    derived: dict = field(default_factory=dict)         # name -> expression the derivation found
 
     def add(self, sym, expr):
         self.defs.append((sym, expr))
@@ -554,6 +565,147 @@ def hessian_zero_mean_program(diagonal: bool = False) -> Program:
     return prog
 
 
+class SaddleHessianTerms(sp.Expr):
+    """(T1, T2) over the 2·n_pairs directions of the general action, D_p = K̂_p (centered pair
+    blocks K̃_p − μᵀE_pμ, p < n_pairs) and D_{n_pairs+q} = −V E_q Vᵀ (V = μᵀR, q over the same
+    pairs), with A = LLᵀ: T1[a, b] = Tr(A⁻¹ D_a A⁻¹ D_b), T2[a, b] = zᵀ D_a A⁻¹ D_b z
+    (kren.linalg.pair_hessian_terms with mu and V)."""
+
+    is_commutative = True
+
+    def __new__(cls, tensor, mu, V, A, z):
+        return super().__new__(cls, tensor, mu, V, A, z)
+
+
+class PackedSandwich2(MatrixExpr):
+    """Tr(X E_p Y E_q) over the packed basis E_p of the pairs (kren.checks.packed_sandwich2);
+    PackedSandwich(W) is the case X = Y = W."""
+
+    def __new__(cls, X, Y, npairs):
+        return super().__new__(cls, X, Y, sp.sympify(npairs))
+
+    @property
+    def shape(self):
+        return (self.args[2], self.args[2])
+
+
+class PackedBlocks(MatrixExpr):
+    """The symmetric block matrix [[0, B_QQ̄], [B_QQ̄ᵀ, B_Q̄Q̄]] over packed (Q, Q̄)
+    (kren.checks.packed_blocks)."""
+
+    def __new__(cls, QQb, QbQb):
+        return super().__new__(cls, QQb, QbQb)
+
+    @property
+    def shape(self):
+        k = self.args[0].shape[0]
+        return (2 * k, 2 * k)
+
+
+def _canonical_terms(expr, symmetric):
+    """{canonical product: coefficient} of a sum of c·Tr(X1 ⋯ Xk) terms: a trace is invariant
+    under rotation and under transposition (reversal with every factor transposed; ``symmetric``
+    factors are their own transposes), so each product is keyed by the least of those forms."""
+    def tr(m):
+        if m in symmetric or is_symmetric(m) or (isinstance(m, PairSum) and m.W in symmetric):
+            return m
+        if isinstance(m, Transpose):
+            return m.arg
+        if isinstance(m, Inverse):
+            return Inverse(tr(m.arg))
+        return Transpose(m)
+
+    out = {}
+    for coef, mats in _trace_terms(expr):
+        mats = list(mats)
+        rev = [tr(m) for m in reversed(mats)]
+        forms = [tuple(str(m) for m in f[k:] + f[:k]) for f in (mats, rev) for k in range(len(f))]
+        key = min(forms)
+        out[key] = sp.simplify(out.get(key, 0) + coef)
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def hessian_program(diagonal: bool = False) -> Program:
+    """Hessian of the general action S(Q, Q̄) (units with a mean) in the packed coordinates
+    x = (Q_ij for the pairs, then Q̄_ij for the pairs) (LCN, ``diagonal``: (q, q̄)).
+
+    Derivation. The differential engine gives dA and d²A from the definition of A, and d²S
+    from S itself (rules D1–D4 applied twice along (dQ1, dQ̄1), (dQ2, dQ̄2)); it is checked,
+    term by term after canonicalizing traces, to equal the chain-rule form
+        d²S = −Tr(dQ1 dQ̄2) − Tr(dQ2 dQ̄1) − Tr(R dQ̄2 R dQ̄1)
+              + (1/N)[−Tr(A⁻¹dA2 A⁻¹dA1) + 2 yᵀA⁻¹dA2 A⁻¹dA1 A⁻¹y + Tr(B d²A)],
+        dA  = c[PairSum(dQ, K) − μᵀdQμ − μᵀR dQ̄ Rμ],  d²A = c V(dQ̄2 R dQ̄1 + dQ̄1 R dQ̄2)Vᵀ,
+    c = 1/(λ1 n), V = μᵀR, B = A⁻¹ − zzᵀ. In the packed basis (E_p, dA_a = c D_a with the
+    directions of SaddleHessianTerms) this is
+        H = c²/N (−T1 + 2 T2) + [[0, −Tr(E_p E_q)], [−Tr(E_p E_q), −Tr(R E_p R E_q)
+              + (c/N)(Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q))]],   N_B = Vᵀ B V.
+    """
+    _check_general_second_differential()
+    Q, Qbar, mu, y = _core_symbols()
+    In = Identity(n)
+    A = MatrixSymbol("A", P, P)
+    z = MatrixSymbol("z", P, 1)
+    c = 1 / (lambda1 * n)
+    Ai = Inverse(A)
+    npairs = sp.Symbol("n_pairs", integer=True, positive=True)
+    prog = Program()
+    if diagonal:
+        q, qbar = MatrixSymbol("q", n, 1), MatrixSymbol("qbar", n, 1)
+        prog.inputs = {"q": q, "qbar": qbar, "mu": mu, "y": y, "z": z}
+        Qbm = prog.add(MatrixSymbol("Qbard", n, n), DiagMatrix(qbar))
+    else:
+        prog.inputs = {"Q": Q, "Qbar": Qbar, "mu": mu, "y": y, "z": z}
+        Qbm = Qbar
+    R = prog.add(MatrixSymbol("R", n, n), Inverse(In + Qbm))
+    Vs = prog.add(MatrixSymbol("V", P, n), mu.T * R)
+    zeta = Vs.T * z
+    NB = prog.add(MatrixSymbol("N_B", n, n), Vs.T * Ai * Vs - zeta * zeta.T)
+    terms = prog.add(sp.Symbol("hess_terms"), SaddleHessianTerms(K, mu, Vs, A, z))
+    ndirs = sp.Symbol("n_dirs", integer=True, positive=True)        # 2 n_pairs directions
+    T1, T2 = HessTerm(terms, 0, ndirs), HessTerm(terms, 1, ndirs)
+    E = PackedSandwich2(In, In, npairs)
+    QbQb = -PackedSandwich2(R, R, npairs) + (c / N) * (PackedSandwich2(NB, R, npairs)
+                                                      + PackedSandwich2(R, NB, npairs))
+    prog.add(MatrixSymbol("hessian", ndirs, ndirs),
+             (c ** 2 / N) * (-T1 + 2 * T2) + PackedBlocks(-E, QbQb))
+    return prog
+
+
+@functools.lru_cache(maxsize=None)
+def _check_general_second_differential():
+    """The derivation step of :func:`hessian_program`: the engine's d²S equals its chain-rule
+    form (canonical trace terms), and dA along dQ̄ is −c V dQ̄ Vᵀ."""
+    Q, Qbar, mu, y = _core_symbols()
+    In, IP = Identity(n), Identity(P)
+    A = MatrixSymbol("A", P, P)
+    c = 1 / (lambda1 * n)
+    Rdef = Inverse(In + Qbar)
+    Adef = T * IP + c * (PairSum(Q, K, P, P) - mu.T * Q * mu + mu.T * Rdef * mu)
+    S = -Trace(Q * Qbar) + log(Determinant(In + Qbar)) \
+        + (log(Determinant(A)) + Trace(y.T * Inverse(A) * y)) / N
+    d1Q, d2Q, d1B, d2B = (MatrixSymbol(s, n, n) for s in ("dQ1", "dQ2", "dQb1", "dQb2"))
+    defs = {A: Adef}
+    d1 = differential(S, Q, d1Q, defs) + differential(S, Qbar, d1B, defs)
+    d2 = differential(d1, Q, d2Q, defs) + differential(d1, Qbar, d2B, defs)
+    # the chain-rule form, with dA and d²A themselves from the engine
+    dA1 = differential(Adef, Q, d1Q) + differential(Adef, Qbar, d1B)
+    dA2 = differential(Adef, Q, d2Q) + differential(Adef, Qbar, d2B)
+    d2A = differential(dA1, Qbar, d2B)
+    Ai = Inverse(A)
+    claim = (-Trace(d1Q * d2B) - Trace(d2Q * d1B) - Trace(Rdef * d2B * Rdef * d1B)
+             + (-Trace(Ai * dA2 * Ai * dA1) + 2 * Trace(y.T * Ai * dA2 * Ai * dA1 * Ai * y)
+                + Trace(Ai * d2A) - Trace(y.T * Ai * d2A * Ai * y)) / N)
+    sym = {d1Q, d2Q, d1B, d2B}
+    got, want = _canonical_terms(sp.expand(d2), sym), _canonical_terms(sp.expand(claim), sym)
+    _require(got.keys() == want.keys() and all(sp.simplify(got[k] - want[k]) == 0 for k in got),
+             "second differential of S differs from its chain-rule form")
+    # dA along each kind of direction, as used by SaddleHessianTerms
+    V = mu.T * Rdef
+    _require((differential(Adef, Qbar, d1B) + c * V * d1B * transpose(V)).expand().doit()
+             == sp.ZeroMatrix(P, P), "dA along dQ̄ is −c V dQ̄ Vᵀ")
+    return True
+
+
 def lcn_program(zero_mean: bool) -> Program:
     """The LCN action: the CNN action restricted to diagonal Q = diag(q), Q̄ = diag(q̄)."""
     return cnn_program(zero_mean, diagonal=True)
@@ -747,6 +899,165 @@ def eliminate_Qbar(size: int = 2):
     assert sp.simplify((sp.eye(size) + Qb_star).det() * Qm.det() - 1) == 0
     assert sp.simplify(-(Qm * Qb_star).trace() - (Qm.trace() - size)) == 0
     return Qb_star, S0
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixed-point maps of the saddle-point equations, and the zero-mean elimination of Q̄
+# ----------------------------------------------------------------------------------------------
+
+def _require(ok: bool, what: str):
+    if not ok:
+        raise AssertionError(f"derivation step failed: {what}")
+
+
+def _zero_mean_identity(grad, Qinv):
+    """F = ∇S + Q⁻¹ simplified; asserts that F no longer contains Q⁻¹ (it depends on Q only
+    through A, i.e. through G or ⟨K, B⟩), which makes ∇S = 0 ⇔ Q = F⁻¹."""
+    F = (grad + Qinv).doit() if isinstance(grad, MatrixExpr) else sp.expand(grad + Qinv)
+    _require(not F.has(Qinv), f"∇S + Q⁻¹ = {F} still contains Q⁻¹")
+    return F
+
+
+def _mean_identities(gQ, gQb, Q, Qbar, R):
+    """For the general action: Q̄ + ∇_Q S free of Q̄; with X standing for 𝟙 + Q̄ (R = X⁻¹),
+    H = X − X(Q + ∇_Q̄ S)X free of Q and X; and Q + ∇_Q̄ S = R − R H R. Returns (Q̄*, H)."""
+    Qb_star = (Qbar + gQ).doit()
+    _require(not Qb_star.has(Qbar), f"Q̄ + ∇_Q S = {Qb_star} still contains Q̄")
+    X = MatrixSymbol("Xbar", *Q.shape)
+    gb = gQb.xreplace({R: Inverse(X)})
+    H = (X - X * (Q + gb) * X).expand().doit()
+    _require(not H.has(Q) and not H.has(X), f"H = X − X(Q + ∇_Q̄ S)X = {H} is not Q̄, Q free")
+    rest = ((gb + Q) - (Inverse(X) - Inverse(X) * H * Inverse(X))).expand().doit()
+    _require(rest == sp.ZeroMatrix(*Q.shape) or rest == 0, f"Q + ∇_Q̄ S − (R − RHR) = {rest}")
+    return Qb_star, H
+
+
+def fixed_point_program(zero_mean: bool, diagonal: bool = False, scalar: bool = False) -> Program:
+    """The saddle-point equations of THEORY §3 as a fixed-point map, from the gradients of
+    :func:`cnn_program` (``diagonal``: :func:`lcn_program`; ``scalar``: :func:`fc_program`).
+
+    Inputs are the order parameters and the gradient at them (from action_gradient*), so the map
+    costs no pass over the kernels.
+
+    Zero mean: F = ∇_Q S + Q⁻¹ is checked to equal 𝟙 + G/(N λ1 n) (no Q⁻¹ left), hence
+    ∇_Q S = 0 ⇔ Q = F⁻¹, and the map is Q_new = (∇_Q S + Q⁻¹)⁻¹ (LCN: q_new = 1/(∂S/∂q + 1/q);
+    FC: Q_new = 1/(dS/dQ + 1/Q)).
+
+    Non-zero mean: Q̄ + ∇_Q S = (G − μBμᵀ)/(N λ1 n) (checked free of Q̄) and, with X = 𝟙 + Q̄,
+    H = X − X(Q + ∇_Q̄ S)X = μBμᵀ/(N λ1 n) (checked free of Q, Q̄) with Q + ∇_Q̄ S = R − RHR
+    (checked), so ∇S = 0 ⇔ (Q̄ = Q̄ + ∇_Q S and Q = R − RHR). The map:
+    Qbar_new = Q̄ + ∇_Q S,  H = X − X(Q + ∇_Q̄ S)X,  R_new = (𝟙 + Qbar_new)⁻¹,
+    Q_new = R_new − R_new H R_new.
+    ``derived`` holds F (zero mean) or Qbar_star and H, as found from the gradients.
+    """
+    if scalar:
+        return _fixed_point_scalar(zero_mean)
+    Q, Qbar, _, _ = _core_symbols()
+    R = MatrixSymbol("R", n, n)
+    prog = Program()
+    In = Identity(n)
+    src = cnn_program(zero_mean, diagonal=diagonal)
+    if diagonal:
+        q, qbar = MatrixSymbol("q", n, 1), MatrixSymbol("qbar", n, 1)
+        gq, gqb = MatrixSymbol("dS_dq", n, 1), MatrixSymbol("dS_dqbar", n, 1)
+        Qd = MatrixSymbol("Qd", n, n)
+        Qbd = MatrixSymbol("Qbard", n, n)
+        inner = lambda name: src[name].arg  # noqa: E731  (the gradients are DiagonalOf(...))
+        prog.add(Qd, DiagMatrix(q))
+        if zero_mean:
+            prog.inputs = {"q": q, "dS_dq": gq}
+            prog.derived["F"] = _zero_mean_identity(inner("dS_dq"), Inverse(Qd))
+            F = prog.add(MatrixSymbol("F", n, n), DiagMatrix(gq) + Inverse(Qd))
+            prog.add(MatrixSymbol("q_new", n, 1), DiagonalOf(Inverse(F)))
+            return prog
+        prog.inputs = {"q": q, "qbar": qbar, "dS_dq": gq, "dS_dqbar": gqb}
+        Qb_star, H = _mean_identities(inner("dS_dq"), inner("dS_dqbar"), Qd, Qbd, R)
+        prog.derived.update(Qbar_star=Qb_star, H=H)
+        prog.add(Qbd, DiagMatrix(qbar))
+        X = In + Qbd
+        Hs = prog.add(MatrixSymbol("H", n, n), X - X * (Qd + DiagMatrix(gqb)) * X)
+        qbn = prog.add(MatrixSymbol("qbar_new", n, 1), qbar + gq)
+        Rn = prog.add(MatrixSymbol("R_new", n, n), Inverse(In + DiagMatrix(qbn)))
+        prog.add(MatrixSymbol("q_new", n, 1), DiagonalOf(Rn - Rn * Hs * Rn))
+        return prog
+    gQ, gQb = MatrixSymbol("dS_dQ", n, n), MatrixSymbol("dS_dQbar", n, n)
+    if zero_mean:
+        prog.inputs = {"Q": Q, "dS_dQ": gQ}
+        prog.derived["F"] = _zero_mean_identity(src["dS_dQ"], Inverse(Q))
+        F = prog.add(MatrixSymbol("F", n, n), gQ + Inverse(Q))
+        prog.add(MatrixSymbol("Q_new", n, n), Inverse(F))
+        return prog
+    prog.inputs = {"Q": Q, "Qbar": Qbar, "dS_dQ": gQ, "dS_dQbar": gQb}
+    Qb_star, H = _mean_identities(src["dS_dQ"], src["dS_dQbar"], Q, Qbar, R)
+    prog.derived.update(Qbar_star=Qb_star, H=H)
+    X = In + Qbar
+    Hs = prog.add(MatrixSymbol("H", n, n), X - X * (Q + gQb) * X)
+    Qbn = prog.add(MatrixSymbol("Qbar_new", n, n), Qbar + gQ)
+    Rn = prog.add(MatrixSymbol("R_new", n, n), Inverse(In + Qbn))
+    prog.add(MatrixSymbol("Q_new", n, n), Rn - Rn * Hs * Rn)
+    return prog
+
+
+def _fixed_point_scalar(zero_mean: bool) -> Program:
+    """FC (n = 1) fixed-point maps from :func:`fc_program`'s scalar gradients."""
+    src = fc_program(zero_mean)
+    Qs, Qbs = src.inputs["Q"], src.inputs["Qbar"]
+    g, gb = sp.Symbol("dS_dQ", real=True), sp.Symbol("dS_dQbar", real=True)
+    prog = Program()
+    if zero_mean:
+        prog.inputs = {"Q": Qs, "dS_dQ": g}
+        prog.derived["F"] = _zero_mean_identity(src["dS_dQ"], 1 / Qs)
+        F = prog.add(sp.Symbol("F"), g + 1 / Qs)
+        prog.add(sp.Symbol("Q_new"), 1 / F)
+        return prog
+    prog.inputs = {"Q": Qs, "Qbar": Qbs, "dS_dQ": g, "dS_dQbar": gb}
+    r = sp.Symbol("r", positive=True)
+    Qb_star = sp.expand(Qbs + src["dS_dQ"])
+    _require(not Qb_star.has(Qbs), f"Q̄ + dS/dQ = {Qb_star} still contains Q̄")
+    gbe = src["dS_dQbar"].xreplace({r: 1 / (1 + Qbs)})
+    H = sp.simplify((1 + Qbs) - (1 + Qbs) ** 2 * (Qs + gbe))
+    _require(not H.has(Qs) and not H.has(Qbs), f"H = {H} is not Q, Q̄ free")
+    _require(sp.simplify(gbe + Qs - (1 / (1 + Qbs) - H / (1 + Qbs) ** 2)) == 0,
+             "Q + dS/dQ̄ = r − r² H")
+    prog.derived.update(Qbar_star=Qb_star, H=H)
+    Hs = prog.add(sp.Symbol("H"), (1 + Qbs) - (1 + Qbs) ** 2 * (Qs + gb))
+    Qbn = prog.add(sp.Symbol("Qbar_new"), Qbs + g)
+    rn = prog.add(sp.Symbol("r_new"), 1 / (1 + Qbn))
+    prog.add(sp.Symbol("Q_new"), rn - rn ** 2 * Hs)
+    return prog
+
+
+def eliminated_Qbar_program(diagonal: bool = False, scalar: bool = False) -> Program:
+    """Q̄ of zero-mean units (THEORY §3): ∇_Q̄ S of :func:`cnn_program` at μ = 0 is checked to be
+    −Q + (𝟙 + Q̄)⁻¹; :func:`eliminate_Qbar` solves ∇_Q̄ S = 0 with SymPy for the entries of
+    explicit 1×1 and 2×2 matrices and finds Q̄* = Q⁻¹ − 𝟙, the definition printed here
+    (LCN: q̄ = 1/q − 1 elementwise; FC: Q̄ = 1/Q − 1).
+    """
+    Q, Qbar, mu, _ = _core_symbols()
+    gb = cnn_program(False)["dS_dQbar"].xreplace({mu: sp.ZeroMatrix(n, P)}).doit()
+    R = MatrixSymbol("R", n, n)
+    _require(gb == (-Q + R).doit(), f"∇_Q̄ S at μ = 0 is {gb}, not −Q + (𝟙 + Q̄)⁻¹")
+    for size in (1, 2):
+        _eliminate_Qbar_cached(size)          # raises unless SymPy's solution is Q⁻¹ − 𝟙
+    prog = Program()
+    if scalar:
+        Qs = sp.Symbol("Q", real=True)
+        prog.inputs = {"Q": Qs}
+        prog.add(sp.Symbol("Qbar"), 1 / Qs - 1)
+    elif diagonal:
+        q = MatrixSymbol("q", n, 1)
+        prog.inputs = {"q": q}
+        Qd = prog.add(MatrixSymbol("Qd", n, n), DiagMatrix(q))
+        prog.add(MatrixSymbol("qbar", n, 1), DiagonalOf(Inverse(Qd) - Identity(n)))
+    else:
+        prog.inputs = {"Q": Q}
+        prog.add(Qbar, Inverse(Q) - Identity(n))
+    return prog
+
+
+@functools.lru_cache(maxsize=None)
+def _eliminate_Qbar_cached(size):
+    return eliminate_Qbar(size)
 
 
 def _sym_matrix(name, size):

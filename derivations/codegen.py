@@ -198,7 +198,7 @@ def render_function(fn: Fn) -> str:
 # Input checks (and the packed-sandwich kernel) live once in the hand-written kren.checks; each
 # generated module imports the ones its printed functions call.
 CHECK_NAMES = ("as_float", "square", "vector", "tensor", "means", "fc_kernel", "fc_means",
-               "packed_sandwich")
+               "packed_sandwich", "packed_sandwich2", "packed_blocks")
 
 
 def _check_import(body: str) -> str:
@@ -379,7 +379,32 @@ def _cnn_like(kind: str):
                                  "z = vector(z, 'z', P)"],
         hdefs, ["hessian"], labels=labels, varnames=varnames,
         known={ChoFactor(A, a_label): cho}))
+    hg = ac.hessian_program(diagonal=diag)
+    gcoords = ("x = (q, q̄), the diagonals" if diag else
+               "x = (Q_ij, then Q̄_ij, i ≤ j in the order of pairs)")
+    fns.append(Fn(
+        "hessian", [Qn, Qbn, "blocks", "pairs", "mu", "y", "T", "N", "lambda1", "cho", "z"],
+        f"""Hessian of the action with unit means; packed coordinates {gcoords}:
+
+        H = c²/N (−T1 + 2 T2) + [[0, −E], [−E, −Tr(R E_p R E_q) + (c/N) X]],  c = 1/(λ1 n),
+        E[p, q] = Tr(E_p E_q),  X[p, q] = Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q),
+
+        with R = (𝟙 + Q̄)⁻¹, V = μᵀR, N_B = Vᵀ(A⁻¹ − z zᵀ)V and T1[a, b] = Tr(A⁻¹D_aA⁻¹D_b),
+        T2[a, b] = zᵀD_aA⁻¹D_b z over the directions D_p = K̃_p − μᵀE_pμ (Q) and
+        D_q = −V E_q Vᵀ (Q̄), dA = c D (derivations.action.hessian_program: the second
+        differential of S, checked against its chain-rule form). Q enters through cho and z,
+        those returned by action_gradient at the same point (A is not refactorized).
+        Returns a (2 n_pairs, 2 n_pairs) array; a saddle point, so H is indefinite.
+        """,
+        pre_Q + pre_Qb + pre_t + pre_mu + pre_y + [
+            "if not cho[1]:",
+            "    raise ValueError('cho must be the lower Cholesky factor from "
+            "kren.linalg.cho_factor')",
+            "z = vector(z, 'z', P)"],
+        hg.defs, ["hessian"], labels=labels, varnames=varnames,
+        known={ChoFactor(A, a_label): cho}))
     fns += _cross_fns(kind)
+    fns += _saddle_fns(kind)
     return fns
 
 
@@ -588,6 +613,7 @@ def _fc_fns():
     ]
     fns += _cross_fns("fc")
     fns += _eig_fns()
+    fns += _saddle_fns("fc")
     return fns
 
 
@@ -631,6 +657,94 @@ def _eig_fns():
                      "np.array([[d2S_dQ2, d2S_dQdQbar], [d2S_dQdQbar, d2S_dQbar2]])"))
     return [f1, f2]
 
+
+def _saddle_fns(kind):
+    """fixed_point_zero_mean, fixed_point and eliminated_Qbar (derivations.action
+    fixed_point_program, eliminated_Qbar_program): the saddle-point equations of THEORY §3 as a
+    map, and Q̄ of zero-mean units. The inputs are the order parameters and the gradient there."""
+    diag, scalar = kind == "lcn", kind == "fc"
+    n = ac.n
+    zm = ac.fixed_point_program(True, diagonal=diag, scalar=scalar)
+    gen = ac.fixed_point_program(False, diagonal=diag, scalar=scalar)
+    el = ac.eliminated_Qbar_program(diagonal=diag, scalar=scalar)
+    if scalar:
+        Qn, Qbn, g, gb, Qo, Qbo = "Q", "Qbar", "dS_dQ", "dS_dQbar", "Q_new", "Qbar_new"
+        pre_Q = ["Q = as_float(Q, 'Q')", "if not Q > 0:",
+                 "    raise ValueError(f'Q must be positive, got {Q}')"]
+        pre_Qb = ["Qbar = as_float(Qbar, 'Qbar')", "if not Qbar > -1:",
+                  "    raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')"]
+        pre_g = ["dS_dQ = as_float(dS_dQ, 'dS_dQ')"]
+        pre_gb = ["dS_dQbar = as_float(dS_dQbar, 'dS_dQbar')"]
+        labels, shape = {}, "scalars"
+        f0, f1, fe = ("Q_new = 1/(dS/dQ + 1/Q)", "Qbar_new = Q̄ + dS/dQ,  H = (1 + Q̄) − (1 + Q̄)²(Q + dS/dQ̄),\n"
+                      "Q_new = r_new − r_new² H,  r_new = 1/(1 + Qbar_new)", "Q̄ = 1/Q − 1")
+        nonpd = "The caller checks Q_new > 0 and 1 + Qbar_new > 0 (outside them: no image)."
+    elif diag:
+        Qn, Qbn, g, gb, Qo, Qbo = "q", "qbar", "dS_dq", "dS_dqbar", "q_new", "qbar_new"
+        pre_Q = ["q = vector(q, 'q')", "n = q.shape[0]"]
+        pre_Qb = ["qbar = vector(qbar, 'qbar', n)"]
+        pre_g = ["dS_dq = vector(dS_dq, 'dS_dq', n)"]
+        pre_gb = ["dS_dqbar = vector(dS_dqbar, 'dS_dqbar', n)"]
+        F = MatrixSymbol("F", n, n)
+        labels = {MatrixSymbol("Qd", n, n): "Q = diag(q)", F: "1 + G/(N*lambda1*n)",
+                  Identity(n) + sp.matrices.expressions.diagonal.DiagMatrix(
+                      MatrixSymbol("qbar_new", n, 1)): "1 + diag(qbar_new)"}
+        shape = "(n,) vectors (Q = diag(q), Q̄ = diag(q̄) and the gradients of action_gradient*)"
+        f0, f1, fe = ("q_new = 1/(∂S/∂q + 1/q),  i.e. Q_new = (𝟙 + diag(G)/(N λ1 n))⁻¹",
+                      "qbar_new = q̄ + ∂S/∂q,  H = X − X(diag(q) + diag(∂S/∂q̄))X,  X = 𝟙 + diag(q̄),\n"
+                      "q_new = diag(R_new − R_new H R_new),  R_new = (𝟙 + diag(qbar_new))⁻¹",
+                      "q̄ = 1/q − 1")
+        nonpd = "Raises NotPositiveDefiniteError when 1 + qbar_new is not positive (no image)."
+    else:
+        Qn, Qbn, g, gb, Qo, Qbo = "Q", "Qbar", "dS_dQ", "dS_dQbar", "Q_new", "Qbar_new"
+        chk = lambda a: [f"{a} = square({a}, '{a}')",  # noqa: E731
+                         f"if {a}.shape != Q.shape:",
+                         f"    raise ValueError(f'{a} must have the shape of Q {{Q.shape}}, got "
+                         f"{{{a}.shape}}')"]
+        pre_Q = ["Q = square(Q, 'Q')", "n = Q.shape[0]"]
+        pre_Qb, pre_g, pre_gb = chk("Qbar"), chk("dS_dQ"), chk("dS_dQbar")
+        F = MatrixSymbol("F", n, n)
+        labels = {MatrixSymbol("Q", n, n): "Q", F: "1 + G/(N*lambda1*n)",
+                  Identity(n) + MatrixSymbol("Qbar_new", n, n): "1 + Qbar_new"}
+        shape = "symmetric (n, n) matrices (the gradients as returned by action_gradient*)"
+        f0, f1, fe = ("Q_new = (∇_Q S + Q⁻¹)⁻¹ = (𝟙 + G/(N λ1 n))⁻¹",
+                      "Qbar_new = Q̄ + ∇_Q S,  H = X − X(Q + ∇_Q̄ S)X,  X = 𝟙 + Q̄,\n"
+                      "Q_new = R_new − R_new H R_new,  R_new = (𝟙 + Qbar_new)⁻¹", "Q̄ = Q⁻¹ − 𝟙")
+        nonpd = "Raises NotPositiveDefiniteError when 𝟙 + Qbar_new is not positive definite (no image)."
+    if scalar:
+        doc0 = [f0, "",
+                "from dS/dQ + 1/Q = 1 + ⟨K, B⟩/(N λ1) (derivations.action.fixed_point_program), so",
+                "Q_new = Q exactly when the gradient vanishes. Arguments: scalars; the caller",
+                "checks Q_new > 0 (where 1 + ⟨K, B⟩/(N λ1) ≤ 0 there is no image)."]
+        doc1 = [*f1.split("\n"), "",
+                "with Q̄ + dS/dQ = (⟨K, B⟩ − μᵀBμ)/(N λ1) and H = μᵀBμ/(N λ1) read off",
+                "dS/dQ̄ = −Q + r − r² H (derivations.action.fixed_point_program): (Q_new, Qbar_new)",
+                "= (Q, Q̄) exactly when both derivatives vanish. Arguments: scalars.", nonpd,
+                f"Returns ({Qo}, {Qbo})."]
+    else:
+        doc0 = [f0, "",
+                "from ∇S + Q⁻¹ = 𝟙 + G/(N λ1 n) (derivations.action.fixed_point_program), so",
+                "Q_new = Q exactly when the gradient vanishes. Arguments:", shape + ".",
+                "Raises NotPositiveDefiniteError when 𝟙 + G/(N λ1 n) is not positive definite:",
+                "the map has no image there."]
+        doc1 = [*f1.split("\n"), "",
+                "with Q̄ + ∇_Q S = (G − μBμᵀ)/(N λ1 n) and H = μBμᵀ/(N λ1 n) read off",
+                "∇_Q̄ S = −Q + R − RHR (derivations.action.fixed_point_program): (Q_new, Qbar_new)",
+                "= (Q, Q̄) exactly when both gradients vanish. Arguments:", shape + ".", nonpd,
+                f"Returns ({Qo}, {Qbo})."]
+    common = dict(tensors={}, labels=labels)
+    return [
+        Fn("fixed_point_zero_mean", [Qn, g],
+           "Fixed-point map of the zero-mean saddle-point equation (THEORY §3):\n\n"
+           + "\n".join(doc0), pre_Q + pre_g, zm.defs, [Qo], **common),
+        Fn("fixed_point", [Qn, Qbn, g, gb],
+           "Fixed-point map of the saddle-point equations with unit means (THEORY §3):\n\n"
+           + "\n".join(doc1), pre_Q + pre_Qb + pre_g + pre_gb, gen.defs, [Qo, Qbo], **common),
+        Fn("eliminated_Qbar", [Qn],
+           f"Q̄ of zero-mean units, {fe}: the solution of ∂S/∂Q̄ = 0 at μ = 0\n"
+           "(THEORY §3; derivations.action.eliminated_Qbar_program, solved by SymPy in\n"
+           "eliminate_Qbar).", pre_Q, el.defs, [Qbn if not diag else "qbar"], **common),
+    ]
 
 def _predictor_fns():
     prog = ac.predictor_program()

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from kren import activations
 from kren.kernels import train_kernels
 
 __all__ = ["gaussian_average", "gaussian_fourth_moment", "mc_gaussian_average",
@@ -126,7 +125,7 @@ def weight_projections(arch, X, sbar, n_samples: int, seed: int = 0, batch: int 
         else:
             w = rng.standard_normal((b, M)) * scale
             h = np.einsum("pnm,bm->bpn", patches, w) / np.sqrt(M)
-        out[start:start + b] = np.einsum("p,bpn->bn", sbar, activations.sigma(arch.activation, h))
+        out[start:start + b] = np.einsum("p,bpn->bn", sbar, arch.act.sigma(h))
     return out
 
 

@@ -33,8 +33,8 @@ from sympy.matrices.expressions.matmul import MatMul
 from sympy.matrices.expressions.matpow import MatPow
 from sympy.printing.numpy import NumPyPrinter
 
-from .action import (HessTerm, Inner, ModeSum, PackedSandwich, PairContract,
-                     PairHessianTerms, PairSum, transpose)
+from .action import (HessTerm, Inner, ModeSum, PackedBlocks, PackedSandwich, PackedSandwich2,
+                     PairContract, PairHessianTerms, PairSum, SaddleHessianTerms, transpose)
 
 __all__ = ["ChoFactor", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
            "ColumnDot", "lower", "KrenPrinter"]
@@ -178,6 +178,9 @@ def lower(expr, labels=None):
     if isinstance(expr, PairHessianTerms):
         tensor, A, z = expr.args
         return PairHessianTerms(tensor, fac(lw(A)), lw(z))
+    if isinstance(expr, SaddleHessianTerms):
+        tensor, mu, V, A, z = expr.args
+        return SaddleHessianTerms(tensor, lw(mu), lw(V), fac(lw(A)), lw(z))
     args = [lw(a) for a in expr.args]
     if isinstance(expr, (PairSum, PairContract)):
         return type(expr)(*args)
@@ -327,7 +330,8 @@ class KrenPrinter(NumPyPrinter):
                 not (isinstance(item, sp.Number) and (item < 0 or "/" in s)):
             return s        # a negative number or a fraction (p/q) keeps its parentheses
         if isinstance(item, sp.Function) or isinstance(item, (ChoLogdet, Inner, ModeSum, Trace,
-                                                               HessTerm, PackedSandwich)):
+                                                               HessTerm, PackedSandwich,
+                                                               PackedSandwich2, PackedBlocks)):
             return s
         return f"({s})"
 
@@ -460,6 +464,20 @@ class KrenPrinter(NumPyPrinter):
         spec = self._tensor(expr.args[0])
         return (f"pair_hessian_terms({spec[1]}, {spec[2]}, {self._print(expr.args[1])}, "
                 f"{self._print(expr.args[2])})")
+
+    def _print_SaddleHessianTerms(self, expr):
+        spec = self._tensor(expr.args[0])
+        _, mu, V, F, z = expr.args
+        return (f"pair_hessian_terms({spec[1]}, {spec[2]}, {self._print(F)}, {self._print(z)}, "
+                f"mu={self._print(mu)}, V={self._print(V)}, sign=-1.0)")
+
+    def _print_PackedSandwich2(self, expr):
+        spec = self._tensor(sp.Symbol("K"))
+        return (f"packed_sandwich2({self._print(expr.args[0])}, {self._print(expr.args[1])}, "
+                f"{spec[2]})")
+
+    def _print_PackedBlocks(self, expr):
+        return f"packed_blocks({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
     def _print_HessTerm(self, expr):
         return f"{self._print(expr.args[0])}[{self._print(expr.args[1])}]"

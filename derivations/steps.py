@@ -263,27 +263,35 @@ def gaussian_integrate(exponent, variables, pref_sq=sp.S.One) -> GaussianIntegra
     return GaussianIntegral(sp.cancel(pref_sq), E, pivots)
 
 
-def unit_mean_symbolic(activation: str):
-    r"""μ = E[σ(h)], h ~ N(0, a), by ``sympy.integrate`` (THEORY §2): 0 (erf, linear),
-    √(a/(2π)) (relu). Returns (result, expected); decides which activations are zero-mean."""
-    h = sp.Symbol("h", real=True)
+def unit_mean_symbolic(activation):
+    r"""μ = E[σ(h)], h ~ N(0, a), by ``sympy.integrate`` on the activation's SymPy form (THEORY §2).
+
+    The density is even, so only the even part of σ contributes:
+    μ = ∫_0^∞ [σ(h) + σ(−h)] φ_a(h) dh. For an odd σ (erf, tanh, linear) the bracket vanishes
+    identically and μ = 0 by symmetry; relu gives ∫_0^∞ h φ_a(h) dh = √(a/(2π)).
+    Checks the result against the activation: its closed form (``mean_sympy``) where it has one,
+    its ``zero_mean`` flag (μ ≡ 0 exactly when it is set), and its numerical ``mean`` at a = 0.7.
+    ``activation``: a name or a :class:`kren.activations.Activation`. Returns (result, expected),
+    ``expected`` the closed form (0 for a zero-mean σ; None when the activation has none).
+    """
+    from kren.activations import get
+    act = get(activation)
+    h = sp.Symbol("h", positive=True)
     a = sp.Symbol("a", positive=True)
     density = sp.exp(-h**2 / (2 * a)) / sp.sqrt(2 * sp.pi * a)
-    if activation == "linear":
-        res = sp.integrate(h * density, (h, -sp.oo, sp.oo))
+    even = sp.simplify(act.sympy(h) + act.sympy(-h))
+    res = sp.simplify(sp.integrate(even * density, (h, 0, sp.oo)))
+    expected = act.mean_sympy(a)
+    if expected is None and act.zero_mean:
         expected = sp.S.Zero
-    elif activation == "relu":
-        res = sp.integrate(h * density, (h, 0, sp.oo))
-        expected = sp.sqrt(a / (2 * sp.pi))
-    elif activation == "erf":
-        # erf is odd and the density even: the integrand is odd, the integral over R vanishes.
-        res = sp.integrate(sp.erf(h) * density, (h, 0, sp.oo)) + \
-            sp.integrate(sp.erf(-h) * density, (h, 0, sp.oo))
-        expected = sp.S.Zero
-    else:
-        raise ValueError(f"activation must be 'erf', 'relu' or 'linear', got {activation!r}")
-    res = sp.simplify(res)
-    _require(sp.simplify(res - expected) == 0, f"unit mean of {activation}: {res} != {expected}")
+    if expected is not None:
+        _require(sp.simplify(res - expected) == 0,
+                 f"unit mean of {act.name}: {res} != {expected}")
+    _require((res == 0) == bool(act.zero_mean),
+             f"unit mean of {act.name} is {res}, but its zero_mean flag is {act.zero_mean}")
+    num = float(act.mean(0.7))
+    _require(abs(float(res.subs(a, sp.Rational(7, 10))) - num) <= 1e-12 * max(1.0, abs(num)),
+             f"unit mean of {act.name} at a = 0.7: symbolic {res} vs numerical {num}")
     return res, expected
 
 
@@ -1153,11 +1161,11 @@ def _scalar(x):
 def derive(kind: str = "cnn", activation: str = "erf", n: int = 2, P: int = 2) -> list[Step]:
     """Run steps 1–8 (and Q̄ elimination for zero-mean activations) for one architecture and
     activation at explicit sizes; every step verifies itself. Returns the Step records."""
-    from kren.activations import ZERO_MEAN, check_activation
-    check_activation(activation)
+    from kren.activations import get
+    act = get(activation)
     if kind == "fc":
         n = 1
-    zero_mean = ZERO_MEAN[activation]
+    zero_mean = act.zero_mean
     d = explicit_data(kind, n, P, zero_mean=False)     # Q̄ kept, μ symbolic
     steps = [step1_fourier_delta(), step2_readout(P, n, 2), step3_outputs(P),
              step4_channel_factorization(kind, P, n, 2), step5_moments(P, n),

@@ -23,7 +23,7 @@ from importlib import import_module
 import numpy as np
 
 from . import activations
-from .activations import ZERO_MEAN, check_activation
+from .activations import Activation
 from .geometry import PatchGeometry
 from .linalg import diag_pairs, triu_pairs
 from .validation import InvalidDataError, InvalidParameterError, check_positive
@@ -82,16 +82,18 @@ class Architecture:
     mask: tuple | int | None = None
     stride: tuple | int | None = None
     padding: str = "valid"
-    activation: str = "erf"
+    activation: str | Activation = "erf"
     lambda0: float = 1.0
     lambda1: float = 1.0
     readout: str = "local"
     geometry: PatchGeometry | None = field(init=False, default=None, compare=False, repr=False)
+    act: Activation | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise InvalidParameterError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        check_activation(self.activation)
+        object.__setattr__(self, "act", activations.get(self.activation))
+        object.__setattr__(self, "activation", activations.canonical(self.act))
         if self.readout not in READOUTS:
             raise InvalidParameterError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.readout == "pool" and self.kind != "cnn":
@@ -157,12 +159,13 @@ class Architecture:
 
     @property
     def zero_mean(self) -> bool:
-        """True for erf and linear: μ = 0 and Q̄ is eliminated (THEORY §3)."""
-        return ZERO_MEAN[self.activation]
+        """True when the activation's unit mean vanishes (erf, linear, tanh): μ = 0 and Q̄ is
+        eliminated (THEORY §3)."""
+        return self.act.zero_mean
 
     def unit_mean(self, var):
         """μ = E[σ(h)], h ~ N(0, var) (THEORY §2): the one place unit means are computed."""
-        return activations.unit_mean(self.activation, var)
+        return self.act.mean(var)
 
     # ----------------------------------------------------------------- how kinds differ
     @property
@@ -315,7 +318,7 @@ class Architecture:
         return build_network(self, N, **kw)
 
     def describe(self) -> dict:
-        d = {"kind": self.kind, "readout": self.readout, "activation": self.activation,
+        d = {"kind": self.kind, "readout": self.readout, "activation": self.act.key,
              "lambda0": self.lambda0, "lambda1": self.lambda1, "padding": self.padding}
         if self.geometry is not None:
             d.update(self.geometry.describe())

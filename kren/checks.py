@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["as_float", "square", "vector", "tensor", "means", "fc_kernel", "fc_means",
-           "packed_sandwich"]
+           "packed_sandwich", "packed_sandwich2", "packed_blocks"]
 
 
 def as_float(x, name):
@@ -40,8 +40,11 @@ def vector(q, name, n=None):
 
 def tensor(blocks, pairs, n):
     """Check a stored kernel tensor (kren.kernels.KernelTensor): blocks (n_pairs, P, P) with
-    pairs (n_pairs, 2) indexing patches 0..n−1. Returns (blocks, pairs, P)."""
-    blocks = np.asarray(blocks)
+    pairs (n_pairs, 2) indexing patches 0..n−1. Returns (blocks, pairs, P). ``blocks`` may be a
+    :class:`kren.tensors.BlockSource` (the linalg primitives dispatch on it)."""
+    from .tensors.source import is_source
+    if not is_source(blocks):               # a packed, streamed or device tensor stays as it is
+        blocks = np.asarray(blocks)
     pairs = np.asarray(pairs)
     if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
         raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")
@@ -88,3 +91,28 @@ def packed_sandwich(W, pairs):
     i, j = pairs[:, 0], pairs[:, 1]
     m = np.where(i == j, 1.0, 2.0)
     return 0.5*np.outer(m, m)*(W[np.ix_(i, i)]*W[np.ix_(j, j)] + W[np.ix_(i, j)]*W[np.ix_(j, i)])
+
+
+def packed_sandwich2(X, Y, pairs):
+    """Tr(X E_p Y E_q) for the packed basis E_p = Σ_{(a,b)} e_a e_bᵀ, (a, b) ∈ {(i, j), (j, i)}
+    (once for i = j): w_p w_q [X_li Y_jk + X_ki Y_jl + X_lj Y_ik + X_kj Y_il] for p = (i, j),
+    q = (k, l), w = 1/2 on the diagonal, 1 off it (derivations.action.PackedSandwich2);
+    packed_sandwich(W) = packed_sandwich2(W, W).
+
+    Not a check: the numeric kernel of the printed ``PackedSandwich2`` node (the Q̄ block of the
+    Hessian of the general action, THEORY §3).
+    """
+    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+    i, j = pairs[:, 0], pairs[:, 1]
+    w = np.where(i == j, 0.5, 1.0)
+    Xt, ix = X.T, np.ix_
+    k, l = i, j                                       # the same pairs index the columns q
+    s = (Xt[ix(i, l)] * Y[ix(j, k)] + Xt[ix(i, k)] * Y[ix(j, l)]
+         + Xt[ix(j, l)] * Y[ix(i, k)] + Xt[ix(j, k)] * Y[ix(i, l)])
+    return np.outer(w, w) * s
+
+
+def packed_blocks(B, C):
+    """The symmetric block matrix [[0, B], [Bᵀ, C]] (derivations.action.PackedBlocks)."""
+    B, C = np.asarray(B, dtype=float), np.asarray(C, dtype=float)
+    return np.block([[np.zeros((B.shape[0], B.shape[0])), B], [B.T, C]])

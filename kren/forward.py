@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations
-
 __all__ = ["init_weights", "weight_shapes", "preactivations", "features", "readout_features",
            "forward", "empirical_kernel"]
 
@@ -152,7 +150,7 @@ def preactivations(arch, X, W) -> np.ndarray:
 
 def features(arch, X, W) -> np.ndarray:
     """Hidden-layer activities φ^μ_{a,i} = σ(h^μ_{a,i}), shape (P, N, n) (THEORY §3 step 2)."""
-    return activations.sigma(arch.activation, preactivations(arch, X, W))
+    return arch.act.sigma(preactivations(arch, X, W))
 
 
 def _n_readout(arch) -> int:
@@ -203,7 +201,7 @@ def forward(arch, X, params) -> np.ndarray:
     n = arch.n
     out = np.empty(X.shape[0])
     for sl in _chunks(X.shape[0], N * n):
-        phi = activations.sigma(arch.activation, _preact(arch, X[sl], W))   # (p, N, n)
+        phi = arch.act.sigma(_preact(arch, X[sl], W))                      # (p, N, n)
         out[sl] = np.einsum("pai,ai->p", _pool(arch, phi), v, optimize=True)
     return out / np.sqrt(N * _n_readout(arch))
 

@@ -22,7 +22,7 @@ def ds():
 @pytest.mark.parametrize("kw,match", [
     (dict(T=0.0), "T"), (dict(T=-1.0), "T"), (dict(T=float("nan")), "T"),
     (dict(N=0), "N"), (dict(N=-3), "N"), (dict(lambda0=0.0), "lambda0"),
-    (dict(lambda1=-1.0), "lambda1"), (dict(activation="tanh"), "activation"),
+    (dict(lambda1=-1.0), "lambda1"), (dict(activation="softsign"), "activation"),
     (dict(mask=9), "larger than the input"), (dict(stride=0), "stride"),
     (dict(padding="same"), "padding"),
 ])

@@ -8,11 +8,12 @@ argument checks from kren.checks.
 
 import numpy as np
 
-from kren.checks import as_float, square, vector, tensor, means, packed_sandwich
+from kren.checks import (as_float, square, vector, tensor, means, packed_sandwich, packed_sandwich2,
+                         packed_blocks)
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
                          pair_combine, pair_contract, pair_hessian_terms)
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'hessian', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
 
 def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
@@ -191,6 +192,41 @@ def hessian_zero_mean(Q, blocks, pairs, y, T, N, lambda1, cho, z):
     return hessian
 
 
+def hessian(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1, cho, z):
+    """Hessian of the action with unit means; packed coordinates x = (Q_ij, then Q̄_ij, i ≤ j in the order of pairs):
+
+    H = c²/N (−T1 + 2 T2) + [[0, −E], [−E, −Tr(R E_p R E_q) + (c/N) X]],  c = 1/(λ1 n),
+    E[p, q] = Tr(E_p E_q),  X[p, q] = Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q),
+
+    with R = (𝟙 + Q̄)⁻¹, V = μᵀR, N_B = Vᵀ(A⁻¹ − z zᵀ)V and T1[a, b] = Tr(A⁻¹D_aA⁻¹D_b),
+    T2[a, b] = zᵀD_aA⁻¹D_b z over the directions D_p = K̃_p − μᵀE_pμ (Q) and
+    D_q = −V E_q Vᵀ (Q̄), dA = c D (derivations.action.hessian_program: the second
+    differential of S, checked against its chain-rule form). Q enters through cho and z,
+    those returned by action_gradient at the same point (A is not refactorized).
+    Returns a (2 n_pairs, 2 n_pairs) array; a saddle point, so H is indefinite.
+    """
+    Q = square(Q, 'Q')
+    n = Q.shape[0]
+    Qbar = square(Qbar, 'Qbar')
+    if Qbar.shape != Q.shape:
+        raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
+    if not cho[1]:
+        raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
+    z = vector(z, 'z', P)
+    t0 = np.eye(n)
+    R = cho_inverse(cho_factor(t0 + Qbar, '1 + Qbar'))
+    V = mu.T @ R
+    N_B = V.T @ cho_solve(cho, V) - np.outer(V.T @ z, z) @ V
+    hess_terms = pair_hessian_terms(blocks, pairs, cho, z, mu=mu, V=V, sign=-1.0)
+    hessian = (1/(N*(lambda1**2)*(n**2)))*(-hess_terms[0] + 2*hess_terms[1]) + packed_blocks(-packed_sandwich2(t0, t0, pairs), -packed_sandwich2(R, R, pairs) + (1/(N*lambda1*n))*(packed_sandwich2(N_B, R, pairs) + packed_sandwich2(R, N_B, pairs)))
+    return hessian
+
+
 def renormalized_cross_kernel(Q, Qbar, Kx, mu1, mu2, lambda1):
     """K_R between two input sets (THEORY §4), shape (P1, P2):
 
@@ -257,3 +293,68 @@ def _diag_zero_mean(Q, Kd, lambda1):
     n = Q.shape[0]
     kR00 = (1/(lambda1*n))*full_combine(Q, Kd)
     return kR00
+
+
+def fixed_point_zero_mean(Q, dS_dQ):
+    """Fixed-point map of the zero-mean saddle-point equation (THEORY §3):
+
+    Q_new = (∇_Q S + Q⁻¹)⁻¹ = (𝟙 + G/(N λ1 n))⁻¹
+
+    from ∇S + Q⁻¹ = 𝟙 + G/(N λ1 n) (derivations.action.fixed_point_program), so
+    Q_new = Q exactly when the gradient vanishes. Arguments:
+    symmetric (n, n) matrices (the gradients as returned by action_gradient*).
+    Raises NotPositiveDefiniteError when 𝟙 + G/(N λ1 n) is not positive definite:
+    the map has no image there.
+    """
+    Q = square(Q, 'Q')
+    n = Q.shape[0]
+    dS_dQ = square(dS_dQ, 'dS_dQ')
+    if dS_dQ.shape != Q.shape:
+        raise ValueError(f'dS_dQ must have the shape of Q {Q.shape}, got {dS_dQ.shape}')
+    F = cho_inverse(cho_factor(Q, 'Q')) + dS_dQ
+    Q_new = cho_inverse(cho_factor(F, '1 + G/(N*lambda1*n)'))
+    return Q_new
+
+
+def fixed_point(Q, Qbar, dS_dQ, dS_dQbar):
+    """Fixed-point map of the saddle-point equations with unit means (THEORY §3):
+
+    Qbar_new = Q̄ + ∇_Q S,  H = X − X(Q + ∇_Q̄ S)X,  X = 𝟙 + Q̄,
+    Q_new = R_new − R_new H R_new,  R_new = (𝟙 + Qbar_new)⁻¹
+
+    with Q̄ + ∇_Q S = (G − μBμᵀ)/(N λ1 n) and H = μBμᵀ/(N λ1 n) read off
+    ∇_Q̄ S = −Q + R − RHR (derivations.action.fixed_point_program): (Q_new, Qbar_new)
+    = (Q, Q̄) exactly when both gradients vanish. Arguments:
+    symmetric (n, n) matrices (the gradients as returned by action_gradient*).
+    Raises NotPositiveDefiniteError when 𝟙 + Qbar_new is not positive definite (no image).
+    Returns (Q_new, Qbar_new).
+    """
+    Q = square(Q, 'Q')
+    n = Q.shape[0]
+    Qbar = square(Qbar, 'Qbar')
+    if Qbar.shape != Q.shape:
+        raise ValueError(f'Qbar must have the shape of Q {Q.shape}, got {Qbar.shape}')
+    dS_dQ = square(dS_dQ, 'dS_dQ')
+    if dS_dQ.shape != Q.shape:
+        raise ValueError(f'dS_dQ must have the shape of Q {Q.shape}, got {dS_dQ.shape}')
+    dS_dQbar = square(dS_dQbar, 'dS_dQbar')
+    if dS_dQbar.shape != Q.shape:
+        raise ValueError(f'dS_dQbar must have the shape of Q {Q.shape}, got {dS_dQbar.shape}')
+    t0 = np.eye(n)
+    t1 = t0 + Qbar
+    H = -t1 @ (Q + dS_dQbar) @ t1 + t1
+    Qbar_new = Qbar + dS_dQ
+    R_new = cho_inverse(cho_factor(t0 + Qbar_new, '1 + Qbar_new'))
+    Q_new = -R_new @ H @ R_new + R_new
+    return Q_new, Qbar_new
+
+
+def eliminated_Qbar(Q):
+    """Q̄ of zero-mean units, Q̄ = Q⁻¹ − 𝟙: the solution of ∂S/∂Q̄ = 0 at μ = 0
+    (THEORY §3; derivations.action.eliminated_Qbar_program, solved by SymPy in
+    eliminate_Qbar).
+    """
+    Q = square(Q, 'Q')
+    n = Q.shape[0]
+    Qbar = -np.eye(n) + cho_inverse(cho_factor(Q, 'Q'))
+    return Qbar

@@ -11,7 +11,7 @@ import numpy as np
 from kren.checks import as_float, vector, fc_kernel, fc_means
 from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'action_eig_zero_mean', 'action_eig']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'action_eig_zero_mean', 'action_eig', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
 
 def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
@@ -289,3 +289,61 @@ def action_eig(Q, Qbar, k, yt, m, T, N, lambda1):
     d2S_dQdQbar = -1 + (t11*t25 - t11 - t12*t23 + t15*t26 + t18 - t24*t26*t9)/(N*lambda1*(t5**2)*t8)
     d2S_dQbar2 = -(1 + t9*(t22*t23*(t4**2) + t23 - 4*t25*(t3**2) - t26 + (t4**2)*t9)/N)/(t5**2)
     return S, np.array([dS_dQ, dS_dQbar]), np.array([[d2S_dQ2, d2S_dQdQbar], [d2S_dQdQbar, d2S_dQbar2]])
+
+
+def fixed_point_zero_mean(Q, dS_dQ):
+    """Fixed-point map of the zero-mean saddle-point equation (THEORY §3):
+
+    Q_new = 1/(dS/dQ + 1/Q)
+
+    from dS/dQ + 1/Q = 1 + ⟨K, B⟩/(N λ1) (derivations.action.fixed_point_program), so
+    Q_new = Q exactly when the gradient vanishes. Arguments: scalars; the caller
+    checks Q_new > 0 (where 1 + ⟨K, B⟩/(N λ1) ≤ 0 there is no image).
+    """
+    Q = as_float(Q, 'Q')
+    if not Q > 0:
+        raise ValueError(f'Q must be positive, got {Q}')
+    dS_dQ = as_float(dS_dQ, 'dS_dQ')
+    F = dS_dQ + 1/Q
+    Q_new = 1/F
+    return Q_new
+
+
+def fixed_point(Q, Qbar, dS_dQ, dS_dQbar):
+    """Fixed-point map of the saddle-point equations with unit means (THEORY §3):
+
+    Qbar_new = Q̄ + dS/dQ,  H = (1 + Q̄) − (1 + Q̄)²(Q + dS/dQ̄),
+    Q_new = r_new − r_new² H,  r_new = 1/(1 + Qbar_new)
+
+    with Q̄ + dS/dQ = (⟨K, B⟩ − μᵀBμ)/(N λ1) and H = μᵀBμ/(N λ1) read off
+    dS/dQ̄ = −Q + r − r² H (derivations.action.fixed_point_program): (Q_new, Qbar_new)
+    = (Q, Q̄) exactly when both derivatives vanish. Arguments: scalars.
+    The caller checks Q_new > 0 and 1 + Qbar_new > 0 (outside them: no image).
+    Returns (Q_new, Qbar_new).
+    """
+    Q = as_float(Q, 'Q')
+    if not Q > 0:
+        raise ValueError(f'Q must be positive, got {Q}')
+    Qbar = as_float(Qbar, 'Qbar')
+    if not Qbar > -1:
+        raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
+    dS_dQ = as_float(dS_dQ, 'dS_dQ')
+    dS_dQbar = as_float(dS_dQbar, 'dS_dQbar')
+    t0 = Qbar + 1
+    H = -(t0**2)*(Q + dS_dQbar) + t0
+    Qbar_new = Qbar + dS_dQ
+    r_new = 1/(Qbar_new + 1)
+    Q_new = -H*(r_new**2) + r_new
+    return Q_new, Qbar_new
+
+
+def eliminated_Qbar(Q):
+    """Q̄ of zero-mean units, Q̄ = 1/Q − 1: the solution of ∂S/∂Q̄ = 0 at μ = 0
+    (THEORY §3; derivations.action.eliminated_Qbar_program, solved by SymPy in
+    eliminate_Qbar).
+    """
+    Q = as_float(Q, 'Q')
+    if not Q > 0:
+        raise ValueError(f'Q must be positive, got {Q}')
+    Qbar = -1 + 1/Q
+    return Qbar

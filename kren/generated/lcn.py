@@ -9,11 +9,12 @@ argument checks from kren.checks.
 
 import numpy as np
 
-from kren.checks import as_float, vector, tensor, means, packed_sandwich
+from kren.checks import (as_float, vector, tensor, means, packed_sandwich, packed_sandwich2,
+                         packed_blocks)
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, diag_combine,
                          pair_combine, pair_contract, pair_hessian_terms)
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'hessian', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
 
 def renormalized_kernel(q, qbar, blocks, pairs, mu, lambda1):
@@ -194,6 +195,40 @@ def hessian_zero_mean(q, blocks, pairs, y, T, N, lambda1, cho, z):
     return hessian
 
 
+def hessian(q, qbar, blocks, pairs, mu, y, T, N, lambda1, cho, z):
+    """Hessian of the action with unit means; packed coordinates x = (q, q̄), the diagonals:
+
+    H = c²/N (−T1 + 2 T2) + [[0, −E], [−E, −Tr(R E_p R E_q) + (c/N) X]],  c = 1/(λ1 n),
+    E[p, q] = Tr(E_p E_q),  X[p, q] = Tr(N_B E_p R E_q) + Tr(R E_p N_B E_q),
+
+    with R = (𝟙 + Q̄)⁻¹, V = μᵀR, N_B = Vᵀ(A⁻¹ − z zᵀ)V and T1[a, b] = Tr(A⁻¹D_aA⁻¹D_b),
+    T2[a, b] = zᵀD_aA⁻¹D_b z over the directions D_p = K̃_p − μᵀE_pμ (Q) and
+    D_q = −V E_q Vᵀ (Q̄), dA = c D (derivations.action.hessian_program: the second
+    differential of S, checked against its chain-rule form). Q enters through cho and z,
+    those returned by action_gradient at the same point (A is not refactorized).
+    Returns a (2 n_pairs, 2 n_pairs) array; a saddle point, so H is indefinite.
+    """
+    q = vector(q, 'q')
+    n = q.shape[0]
+    qbar = vector(qbar, 'qbar', n)
+    blocks, pairs, P = tensor(blocks, pairs, n)
+    mu = means(mu, n, P)
+    T = as_float(T, 'T')
+    N = as_float(N, 'N')
+    lambda1 = as_float(lambda1, 'lambda1')
+    if not cho[1]:
+        raise ValueError('cho must be the lower Cholesky factor from kren.linalg.cho_factor')
+    z = vector(z, 'z', P)
+    Qbard = np.diag(qbar)
+    t0 = np.eye(n)
+    R = cho_inverse(cho_factor(t0 + Qbard, '1 + Qbar = 1 + diag(qbar)'))
+    V = mu.T @ R
+    N_B = V.T @ cho_solve(cho, V) - np.outer(V.T @ z, z) @ V
+    hess_terms = pair_hessian_terms(blocks, pairs, cho, z, mu=mu, V=V, sign=-1.0)
+    hessian = (1/(N*(lambda1**2)*(n**2)))*(-hess_terms[0] + 2*hess_terms[1]) + packed_blocks(-packed_sandwich2(t0, t0, pairs), -packed_sandwich2(R, R, pairs) + (1/(N*lambda1*n))*(packed_sandwich2(N_B, R, pairs) + packed_sandwich2(R, N_B, pairs)))
+    return hessian
+
+
 def renormalized_cross_kernel(q, qbar, Kx, mu1, mu2, lambda1):
     """K_R between two input sets (THEORY §4), shape (P1, P2):
 
@@ -266,3 +301,64 @@ def _diag_zero_mean(q, Kd, lambda1):
     n = q.shape[0]
     kR00 = (1/(lambda1*n))*diag_combine(q, Kd)
     return kR00
+
+
+def fixed_point_zero_mean(q, dS_dq):
+    """Fixed-point map of the zero-mean saddle-point equation (THEORY §3):
+
+    q_new = 1/(∂S/∂q + 1/q),  i.e. Q_new = (𝟙 + diag(G)/(N λ1 n))⁻¹
+
+    from ∇S + Q⁻¹ = 𝟙 + G/(N λ1 n) (derivations.action.fixed_point_program), so
+    Q_new = Q exactly when the gradient vanishes. Arguments:
+    (n,) vectors (Q = diag(q), Q̄ = diag(q̄) and the gradients of action_gradient*).
+    Raises NotPositiveDefiniteError when 𝟙 + G/(N λ1 n) is not positive definite:
+    the map has no image there.
+    """
+    q = vector(q, 'q')
+    n = q.shape[0]
+    dS_dq = vector(dS_dq, 'dS_dq', n)
+    Qd = np.diag(q)
+    F = cho_inverse(cho_factor(Qd, 'Q = diag(q)')) + np.diag(dS_dq)
+    q_new = np.diagonal(cho_inverse(cho_factor(F, '1 + G/(N*lambda1*n)'))).copy()
+    return q_new
+
+
+def fixed_point(q, qbar, dS_dq, dS_dqbar):
+    """Fixed-point map of the saddle-point equations with unit means (THEORY §3):
+
+    qbar_new = q̄ + ∂S/∂q,  H = X − X(diag(q) + diag(∂S/∂q̄))X,  X = 𝟙 + diag(q̄),
+    q_new = diag(R_new − R_new H R_new),  R_new = (𝟙 + diag(qbar_new))⁻¹
+
+    with Q̄ + ∇_Q S = (G − μBμᵀ)/(N λ1 n) and H = μBμᵀ/(N λ1 n) read off
+    ∇_Q̄ S = −Q + R − RHR (derivations.action.fixed_point_program): (Q_new, Qbar_new)
+    = (Q, Q̄) exactly when both gradients vanish. Arguments:
+    (n,) vectors (Q = diag(q), Q̄ = diag(q̄) and the gradients of action_gradient*).
+    Raises NotPositiveDefiniteError when 1 + qbar_new is not positive (no image).
+    Returns (q_new, qbar_new).
+    """
+    q = vector(q, 'q')
+    n = q.shape[0]
+    qbar = vector(qbar, 'qbar', n)
+    dS_dq = vector(dS_dq, 'dS_dq', n)
+    dS_dqbar = vector(dS_dqbar, 'dS_dqbar', n)
+    Qd = np.diag(q)
+    Qbard = np.diag(qbar)
+    t0 = np.eye(n)
+    t1 = t0 + Qbard
+    H = -t1 @ (np.diag(dS_dqbar) + Qd) @ t1 + t1
+    qbar_new = dS_dq + qbar
+    R_new = cho_inverse(cho_factor(np.diag(qbar_new) + t0, '1 + diag(qbar_new)'))
+    q_new = np.diagonal(-R_new @ H @ R_new + R_new).copy()
+    return q_new, qbar_new
+
+
+def eliminated_Qbar(q):
+    """Q̄ of zero-mean units, q̄ = 1/q − 1: the solution of ∂S/∂Q̄ = 0 at μ = 0
+    (THEORY §3; derivations.action.eliminated_Qbar_program, solved by SymPy in
+    eliminate_Qbar).
+    """
+    q = vector(q, 'q')
+    n = q.shape[0]
+    Qd = np.diag(q)
+    qbar = np.diagonal(-np.eye(n) + cho_inverse(cho_factor(Qd, 'Q = diag(q)'))).copy()
+    return qbar

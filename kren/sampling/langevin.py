@@ -382,8 +382,7 @@ class LangevinSampler:
 
 
 def _act(net, h):
-    from .networks import _sigma
-    return _sigma(net.activation, h)
+    return net.act.sigma_torch(h)
 
 
 def sample_posterior(arch, N: int, X, y, T: float, step_size: float, steps: int,
@@ -409,7 +408,6 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     φ̄_a and v_{a,i} is replaced by v_a/n. ULA is stable for η < 2/h_max; its relative error on the
     variance of the stiffest direction is about η h_max / 2 (= fraction/2).
     """
-    from .networks import _sigma_prime
     fraction = check_positive(fraction, "fraction")
     arch = arch.with_input(X)
     net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains)
@@ -423,7 +421,7 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
         phi = phi.flatten(2)
         theta = c * c * torch.einsum("cpk,cqk->cpq", phi, phi)
         u = net.v / net.n if net.readout == "pool" else net.v      # ∂f/∂φ_{a,i} / c
-        g = _sigma_prime(net.activation, h) * u[:, None] * (c / math.sqrt(net.M))
+        g = net.act.sigma_prime_torch(h) * u[:, None] * (c / math.sqrt(net.M))
         if net.kind == "lcn":
             G = torch.einsum("cpai,pim->cpaim", g, x).flatten(2)
         else:

@@ -29,9 +29,6 @@ import math
 import numpy as np
 import torch
 
-_SQRT_PI = math.sqrt(math.pi)
-
-
 def resolve_dtype(dtype) -> torch.dtype:
     """float32 / float64 from a torch dtype, a NumPy dtype or a name ("float32", "float64")."""
     if isinstance(dtype, torch.dtype):
@@ -94,32 +91,6 @@ def _check_chains(chains):
     return int(chains)
 
 
-def _sigma(name: str, h: torch.Tensor) -> torch.Tensor:
-    if name == "erf":
-        return torch.erf(h)
-    if name == "relu":
-        return torch.relu(h)
-    return h
-
-
-def _sigma_prime_(name: str, h: torch.Tensor) -> torch.Tensor:
-    """σ'(h) computed in place (h is overwritten and returned)."""
-    if name == "erf":
-        return h.square_().neg_().exp_().mul_(2.0 / _SQRT_PI)
-    if name == "relu":
-        return h.gt_(0)
-    return h.fill_(1.0)
-
-
-def _sigma_prime(name: str, h: torch.Tensor) -> torch.Tensor:
-    """σ'(h): erf → (2/√π) exp(−h²), relu → 1[h > 0], linear → 1."""
-    if name == "erf":
-        return torch.exp(-h * h) * (2.0 / _SQRT_PI)
-    if name == "relu":
-        return (h > 0).to(h.dtype)
-    return torch.ones_like(h)
-
-
 class OneHiddenLayerNetwork(torch.nn.Module):
     """A finite FC, LCN or CNN of width N (THEORY §1), C independent copies batched.
 
@@ -134,7 +105,8 @@ class OneHiddenLayerNetwork(torch.nn.Module):
                              "Architecture (FC: an int N0) or call arch.with_input(X) first")
         self.arch = arch
         self.kind = arch.kind
-        self.activation = arch.activation
+        self.act = arch.act.require_torch()     # σ, σ′ on tensors (clear error without them)
+        self.activation = arch.act.name
         self.N = _check_width(N)
         self.n = arch.n
         self.readout = arch.readout
@@ -292,7 +264,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
     def features(self, X) -> torch.Tensor:
         """φ_{a,i}^μ = σ(h_{a,i}^μ), shape (C, P, N, n) (or (P, N, n) for a single network)."""
         with torch.no_grad():
-            return self._public(_sigma(self.activation, self._pre(self.prepare(X))))
+            return self._public(self.act.sigma_torch(self._pre(self.prepare(X))))
 
     def forward(self, X) -> torch.Tensor:
         """f(x^μ) = (N n)^{-1/2} Σ_{a,i} v_{a,i} φ_{a,i}^μ (pooled readout:
@@ -305,7 +277,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             h = torch.einsum("pim,caim->cpai", x, self.W)
         else:
             h = torch.einsum("pim,cam->cpai", x, self.W)
-        phi = _sigma(self.activation, h / math.sqrt(self.M))
+        phi = self.act.sigma_torch(h / math.sqrt(self.M))
         if self.readout == "pool":
             phi = phi.mean(dim=3, keepdim=True)                    # φ̄_a, (C, P, N, 1)
         return self._out(torch.einsum("cpai,cai->cp", phi, self.v) * self.scale)
@@ -316,11 +288,11 @@ class OneHiddenLayerNetwork(torch.nn.Module):
     def _kernel_sum(self, xn1, xn2=None) -> torch.Tensor:
         """Σ_{a,k} r_{a,k}(x) r_{a,k}(x') over the readout features (φ_{a,i}, or φ̄_a for the pooled
         readout), (C, P1, P2), from patch-major inputs."""
-        phi1 = self._readout(_sigma(self.activation, self._pre(xn1)))
+        phi1 = self._readout(self.act.sigma_torch(self._pre(xn1)))
         phi1 = phi1.permute(0, 2, 1, 3).reshape(self.chains, phi1.shape[2], -1)
         if xn2 is None:
             return torch.matmul(phi1, phi1.transpose(1, 2))
-        phi2 = self._readout(_sigma(self.activation, self._pre(xn2)))
+        phi2 = self._readout(self.act.sigma_torch(self._pre(xn2)))
         phi2 = phi2.permute(0, 2, 1, 3).reshape(self.chains, phi2.shape[2], -1)
         return torch.matmul(phi1, phi2.transpose(1, 2))
 
@@ -357,7 +329,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             C, N = self.chains, self.N
             c = self.scale
             h = self._pre(xn)                                          # (C, n, P, N)
-            phi = _sigma(self.activation, h)
+            phi = self.act.sigma_torch(h)
             vt = self._vt()                                            # (C, n_r, N)
             phi_r = self._readout(phi)                                 # (C, n_r, P, N)
             nr = phi_r.shape[1]
@@ -366,7 +338,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
             loss = 0.5 * (r * r).sum(dim=1)
             gv = torch.matmul(r[:, None, None, :], phi_r)              # (C, n_r, 1, N)
             gv = gv.view(C, nr, N).transpose(1, 2).mul(c)              # (C, N, n_r)
-            g = _sigma_prime_(self.activation, h)                      # overwrites h
+            g = self.act.sigma_prime_torch_(h)                         # overwrites h
             g.mul_(r[:, None, :, None])
             g.mul_(self._vt_patch()[:, :, None, :] * (c / math.sqrt(M)))
             if self.kind == "lcn":

@@ -6,9 +6,12 @@
   and ``TypeError``).
 - :class:`SweepFolderError`: the output folder cannot hold this sweep (it holds a sweep of a
   different configuration, or another ``kren sweep`` is running in it). A ``ValueError``.
+
+Both are :class:`kren.KrenError`: the command line prints them as one ``kren: error:`` line.
 """
 from __future__ import annotations
 
+from ..errorbase import KrenError
 from ..validation import InvalidParameterError
 
 __all__ = ["SweepConfigError", "SweepFolderError"]
@@ -18,5 +21,5 @@ class SweepConfigError(InvalidParameterError):
     """An invalid sweep configuration; the message names the key (section.key) and the value."""
 
 
-class SweepFolderError(ValueError):
+class SweepFolderError(KrenError, ValueError):
     """The output folder holds another sweep, or is in use by a running sweep."""
