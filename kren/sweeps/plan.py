@@ -254,6 +254,8 @@ def _tensor_bytes(arch, P, n_test, itemsize):
     blocks = {"diagonal": n, "triangle": n * (n + 1) // 2, "pooled": 1}[spec.train_pairs]
     cross = {"full": n * n, "diagonal": n, "pooled": 1}[spec.cross]
     train = blocks * P * P * itemsize + 2 * n * P * 8
+    if spec.structure == "scalar":
+        train += P * P * 8 + P * 8                    # the cached eigenbasis (k, U), float64
     cross_b = cross * n_test * P * itemsize
     work = 6 * P * P * 8
     if spec.structure != "scalar" and arch.zero_mean:

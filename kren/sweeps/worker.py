@@ -118,14 +118,14 @@ def _theory(task, Q0, state, rec, arrays):
     s = task.solver
     est = task.cls(**p.kwargs, input_shape=ds.input_shape, tol=s["tol"], max_iter=s["max_iter"],
                    dtype=s["dtype"], cache=state.cache)
-    misses = state.cache.misses
+    misses = state.cache.misses_by.get("train", 0)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(ds.X_train, ds.y_train, Q0=Q0)
     t_fit = time.perf_counter() - t
     res = est.result_
-    rec["kernel_built"] = state.cache.misses > misses
+    rec["kernel_built"] = state.cache.misses_by.get("train", 0) > misses
     rec["warm_start"] = Q0 is not None
     rec.update(converged=bool(res.converged), n_iter=int(res.n_iter),
                n_eval=int(getattr(res, "n_eval", 0) or 0), grad_norm=float(res.grad_norm),
