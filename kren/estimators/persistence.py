@@ -79,7 +79,7 @@ def load(path):
     The kernels and the Cholesky factor of A are rebuilt from the stored training data; the
     stored data fingerprint is checked.
     """
-    from . import CNN, FC, LCN
+    from . import CNN, FC, LCN, DeepFC
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved fit at {path}")
@@ -95,21 +95,23 @@ def load(path):
         raise ValueError(f"expected a .json or .npz file, got {path.name!r}")
     if fingerprint(X, y) != d["data_fingerprint"]:
         raise ValueError(f"{path}: training data do not match the stored fingerprint")
-    cls = {"FC": FC, "LCN": LCN, "CNN": CNN}[d["estimator"]]
+    cls = {"FC": FC, "LCN": LCN, "CNN": CNN, "DeepFC": DeepFC}[d["estimator"]]
     params = {k: (float(v) if k == "N" and isinstance(v, str) else v)
               for k, v in d["params"].items() if k not in RESOURCE_PARAMS or k == "memory_budget"}
     for k in ("input_shape", "mask", "stride"):
         if isinstance(params.get(k), list):
             params[k] = tuple(params[k])
     est = cls(**params)
+    r = d["result"]
+    numeric = {"grad_norm", "rel_grad_norm", "action", "seconds"}
+    result = SolverResult(**{k: (float(v) if k in numeric else v) for k, v in r.items()})
+    if hasattr(est, "_restore"):            # estimators with their own fitted state (DeepFC)
+        return est._restore(X, y, np.asarray(Q, float), result)
     arch = est._check_params()
     train = arch.prepare(X, "X_train")
     arch = train.arch
     dtype = np.dtype(est.dtype)
     tensor = arch.train_tensor(train, dtype=dtype, memory_budget=est.memory_budget)
-    r = d["result"]
-    numeric = {"grad_norm", "rel_grad_norm", "action", "seconds"}
-    result = SolverResult(**{k: (float(v) if k in numeric else v) for k, v in r.items()})
     if arch.structure == "scalar":
         Q, Qbar = float(np.asarray(Q)), float(np.asarray(Qbar))
     else:

@@ -5,6 +5,12 @@ It is the stationary law of dθ = −(∇L + Tλθ) dt + √(2T) dB, discretised
 
     θ ← θ − η (∇_θ L + T λ θ) + √(2ηT) ξ,      ξ ~ N(0, 1),   λ = λ0 (first layer), λ1 (readout).
 
+Any network that lists its parameters with their priors (``net.prior_pairs()``: [(parameter, λ)],
+first layer first) and returns its loss and gradients (``net.loss_and_grad(x, y)`` → (L, f,
+∂L/∂θ_1, …)) is sampled the same way: the one-hidden-layer networks ((W, λ0), (v, λ1)) and the
+deep FC networks of :mod:`kren.sampling.deep` ((W^1, λ0), (W^{l+1}, λ_l), (v, λ_L), THEORY §1),
+whose every layer's empirical kernel is recorded too.
+
 This unadjusted update (ULA) has an O(η) bias in the sampled law; ``metropolis=True`` turns the
 same update into a proposal accepted with the Metropolis–Hastings probability
 min(1, exp(−(U' − U)/T − (|θ − θ' + η∇U'|² − |θ' − θ + η∇U|²)/(4ηT))),  U = L + (T/2) Σ λ θ²,
@@ -63,7 +69,9 @@ class SamplingResult:
     ``test_predictions`` (C, S, P0) f(x0) at the kept draws; ``train_predictions`` (C, S, P);
     ``kernel`` (P_K, P_K) or None: K̂ averaged over all kept draws and chains;
     ``kernel_chains`` (C, P_K, P_K): the same per chain; ``acceptance`` (C,) MALA acceptance
-    rates (1 for ULA).
+    rates (1 for ULA); ``layer_kernels`` (deep networks) [K̂_1, …, K̂_L], every layer's
+    K̂_l = (1/(λ_l N_l)) Σ_a φ^l_a φ^lᵀ_a averaged over kept draws and chains (the last one is
+    ``kernel``), or None.
     """
 
     N: int
@@ -87,6 +95,7 @@ class SamplingResult:
     network: object = field(repr=False, default=None)
     rhat_threshold: float = RHAT_THRESHOLD
     min_ess: float = 100.0
+    layer_kernels: list | None = field(repr=False, default=None)
 
     # ----------------------------------------------------------------- draws
     @property
@@ -178,7 +187,9 @@ class SamplingResult:
 
 
 class LangevinSampler:
-    """Full-batch Langevin sampler of the posterior of a width-N ``arch`` network at temperature T.
+    """Full-batch Langevin sampler of the posterior of a width-N ``arch`` network at temperature T
+    (``arch``: a :class:`kren.Architecture`, or a :class:`kren.DeepArchitecture` with N one width
+    or L widths).
 
     Parameters: ``step_size`` η; ``chains`` independent chains (each started from its own prior
     draw); ``dtype`` float32 (default) or float64; ``device`` "cpu" (default), "cuda" or "auto";
@@ -207,8 +218,8 @@ class LangevinSampler:
     def _build(self):
         ss = np.random.SeedSequence(self.seed)
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
-        net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
-                            seed=init_seed, chains=self.chains)
+        net = self.arch.network(self.N, dtype=self.dtype, device=self.device, seed=init_seed,
+                                chains=self.chains)
         self._gen = torch.Generator(device=net.device)
         self._gen.manual_seed(noise_seed)
         return net
@@ -281,7 +292,6 @@ class LangevinSampler:
             xk = net.prepare(X_kernel, "X_kernel")
 
         gen = self._gen
-        lam_W, lam_v = net.lambda0, net.lambda1
         noise = math.sqrt(2.0 * eta * T)
 
         P = x.shape[1]
@@ -291,23 +301,32 @@ class LangevinSampler:
                      if xt is not None else None)
         ksum = (torch.zeros((C, xk.shape[1], xk.shape[1]), dtype=torch.float64, device=dev)
                 if xk is not None else None)
+        # networks with several layers also record every layer's empirical kernel
+        layered = xk is not None and hasattr(net, "layer_kernel_sums")
+        lsum = [torch.zeros_like(ksum) for _ in range(net.L)] if layered else None
         accepted = torch.zeros(C, dtype=torch.float64, device=dev)
 
-        # All parameters of a chain live in one flat row θ = (W, v) of a (C, D) tensor; W and v
-        # become views of it, so each update below is one tensor operation.
-        DW = net.W[0].numel()
-        theta = torch.cat([net.W.detach().reshape(C, -1), net.v.detach().reshape(C, -1)], dim=1)
-        net.W.data = theta[:, :DW].view(net.W.shape)
-        net.v.data = theta[:, DW:].view(net.v.shape)
-        lam = torch.cat([torch.full((DW,), lam_W, dtype=dt, device=dev),
-                         torch.full((theta.shape[1] - DW,), lam_v, dtype=dt, device=dev)])
+        # All parameters of a chain live in one flat row θ of a (C, D) tensor, in the order of the
+        # network's (parameter, prior) pairs (one hidden layer: (W, λ0), (v, λ1); deep: every
+        # W^l, then v); each parameter becomes a view of it, so each update below is one tensor
+        # operation. DW counts the first layer's entries (frozen by train_first_layer=False).
+        pairs = net.prior_pairs()
+        sizes = [p[0].numel() for p, _ in pairs]
+        DW = sizes[0]
+        theta = torch.cat([p.detach().reshape(C, -1) for p, _ in pairs], dim=1)
+        start = 0
+        for (p, _), size in zip(pairs, sizes):
+            p.data = theta[:, start:start + size].view(p.shape)
+            start += size
+        lam = torch.cat([torch.full((size,), float(lp), dtype=dt, device=dev)
+                         for (_, lp), size in zip(pairs, sizes)])
         lamT = lam * T
         frozen = not self.train_first_layer
 
         def evaluate():
             """(L, f, ∇U) at the current θ, ∇U = ∇L + Tλθ (zero on a frozen first layer)."""
-            L, f, gW, gv = net.loss_and_grad(x, yt)
-            g = torch.cat([gW.reshape(C, -1), gv.reshape(C, -1)], dim=1).addcmul_(theta, lamT)
+            L, f, *grads = net.loss_and_grad(x, yt)
+            g = torch.cat([gr.reshape(C, -1) for gr in grads], dim=1).addcmul_(theta, lamT)
             if frozen:
                 g[:, :DW] = 0.0
             return L, f, g
@@ -352,8 +371,12 @@ class LangevinSampler:
                 if t >= burn_in and (t - burn_in + 1) % thin == 0 and k < S:
                     train_pred[k] = f
                     if xt is not None:
-                        test_pred[k] = net._f(_act(net, net._pre(xt)))
-                    if ksum is not None:
+                        test_pred[k] = net._predict(xt)
+                    if layered:
+                        for acc, part in zip(lsum, net.layer_kernel_sums(xk)):
+                            acc += part.to(torch.float64)
+                        ksum += part.to(torch.float64)          # the readout's: the last layer
+                    elif ksum is not None:
                         ksum += net._kernel_sum(xk).to(torch.float64)
                     k += 1
                 if progress is not None and (t + 1) % every == 0:
@@ -367,6 +390,8 @@ class LangevinSampler:
                 "use a smaller step size")
         norm = net.kernel_scale
         kernel_chains = (ksum * norm / S).cpu().numpy() if ksum is not None else None
+        layer_kernels = ([(a * c / S).mean(dim=0).cpu().numpy()
+                          for a, c in zip(lsum, net.layer_kernel_scales)] if layered else None)
         return SamplingResult(
             N=net.N, T=T, step_size=eta, steps=steps, burn_in=burn_in, thin=thin, chains=C,
             metropolis=self.metropolis,
@@ -378,7 +403,7 @@ class LangevinSampler:
             kernel=kernel_chains.mean(axis=0) if kernel_chains is not None else None,
             kernel_chains=kernel_chains,
             acceptance=(accepted / steps).cpu().numpy() if self.metropolis else np.ones(C),
-            wall_time=wall, arch=arch, network=net)
+            wall_time=wall, arch=arch, network=net, layer_kernels=layer_kernels)
 
 
 def _act(net, h):
@@ -408,6 +433,10 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     φ̄_a and v_{a,i} is replaced by v_a/n. ULA is stable for η < 2/h_max; its relative error on the
     variance of the stiffest direction is about η h_max / 2 (= fraction/2).
     """
+    from ..deep_architecture import DeepArchitecture
+    if isinstance(arch, DeepArchitecture):
+        from .deep import suggest_deep_step_size
+        return suggest_deep_step_size(arch, N, X, T, fraction, seed, chains)
     fraction = check_positive(fraction, "fraction")
     arch = arch.with_input(X)
     net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains)
