@@ -225,20 +225,34 @@ class DeepFCNetwork(torch.nn.Module):
         u_{l−1} = (u_l W^l) σ′(h^{l−1})/√N_{l−2}; ∂/∂W^l = u_lᵀ φ^{l−1} (φ^0 = x),
         ∂/∂v = N_L^{-1/2} Σ_μ r^μ φ^L. Overwrites hs with σ′(h)."""
         C, c = self.chains, self.scale
-        fans = (self.N0,) + self.widths[:-1]
         gv = torch.matmul(r[:, None, :], phis[-1]).view(C, self.N, 1).mul(c)
-        grads = [None] * self.L
         u = self.act.sigma_prime_torch_(hs[-1])
         u.mul_(r[:, :, None])
-        u.mul_(self.v.detach().transpose(1, 2) * (c / math.sqrt(fans[-1])))
+        u.mul_(self.v.detach().transpose(1, 2) * (c / math.sqrt(self.Ws[-1].shape[2])))
+        return self._backprop(x, hs, phis, u) + [gv.contiguous()]
+
+    def _backprop(self, x, hs, phis, u):
+        """[∂/∂W^1, …, ∂/∂W^L] from u_L = (∂/∂h^L)/√N_{L−1} (C, P, N_L) down the layers:
+        ∂/∂W^l = u_lᵀ φ^{l−1} (φ^0 = x), u_{l−1} = (u_l W^l) σ′(h^{l−1})/√N_{l−2}.
+        Overwrites hs[:-1] with σ′(h)."""
+        grads = [None] * self.L
         for l in range(self.L - 1, -1, -1):
             if l == 0:
                 grads[0] = torch.matmul(x.T, u).transpose(1, 2)               # (C, N_1, N0)
                 break
             grads[l] = torch.matmul(u.transpose(1, 2), phis[l - 1])          # (C, N_l, N_{l−1})
             back = torch.matmul(u, self.Ws[l].detach())                      # (C, P, N_{l−1})
-            u = self.act.sigma_prime_torch_(hs[l - 1]).mul_(back).mul_(1.0 / math.sqrt(fans[l - 1]))
-        return [g.contiguous() for g in grads] + [gv.contiguous()]
+            u = self.act.sigma_prime_torch_(hs[l - 1]).mul_(back).mul_(
+                1.0 / math.sqrt(self.Ws[l - 1].shape[2]))
+        return [g.contiguous() for g in grads]
+
+    def backprop_features(self, x, hs, phis, G):
+        """[∂/∂W^1, …, ∂/∂W^L] of a function of the last features whose gradient is
+        G = ∂/∂φ^L (C, P, N_L) (e.g. the integrated readout of :mod:`kren.sampling.integrated`).
+        Overwrites hs with σ′(h)."""
+        u = self.act.sigma_prime_torch_(hs[-1]).mul_(G).mul_(
+            1.0 / math.sqrt(self.Ws[-1].shape[2]))
+        return self._backprop(x, hs, phis, u)
 
     def loss_and_grad(self, xn: torch.Tensor, y: torch.Tensor):
         """L = ½ Σ_μ (f(x^μ) − y^μ)² per chain and its gradient in closed form (backpropagation,

@@ -71,7 +71,13 @@ class SamplingResult:
     ``kernel_chains`` (C, P_K, P_K): the same per chain; ``acceptance`` (C,) MALA acceptance
     rates (1 for ULA); ``layer_kernels`` (deep networks) [K̂_1, …, K̂_L], every layer's
     K̂_l = (1/(λ_l N_l)) Σ_a φ^l_a φ^lᵀ_a averaged over kept draws and chains (the last one is
-    ``kernel``), or None.
+    ``kernel``), or None, and ``layer_kernel_chains`` the same per chain ((C, P_K, P_K) each);
+    ``test_conditional_var`` (C, S, P0) or None: with the readout integrated
+    out (``readout="integrated"``, :mod:`kren.sampling.integrated`) every kept draw carries the
+    conditional mean m (``test_predictions``) and variance s² of f0 given the hidden weights, the
+    predictive variance is then mean(s²) + var(m) and the per-draw error mean((y0 − m)² + s²);
+    ``loss_trace`` then holds U = (T/2)[log det A + yᵀA⁻¹y] and ``train_predictions`` the
+    conditional means.
     """
 
     N: int
@@ -96,6 +102,8 @@ class SamplingResult:
     rhat_threshold: float = RHAT_THRESHOLD
     min_ess: float = 100.0
     layer_kernels: list | None = field(repr=False, default=None)
+    layer_kernel_chains: list | None = field(repr=False, default=None)
+    test_conditional_var: np.ndarray | None = field(repr=False, default=None)
 
     # ----------------------------------------------------------------- draws
     @property
@@ -126,17 +134,22 @@ class SamplingResult:
         """
         from .diagnostics import mcse_mean
         F, _ = self._pred(which)
+        cond = self.test_conditional_var if which == "test" else None
         var = F.reshape(-1, F.shape[-1]).var(axis=0)
+        if cond is not None:
+            var = var + cond.reshape(-1, cond.shape[-1]).mean(axis=0)
         if not return_se:
             return var
-        return var, mcse_mean((F - F.mean(axis=(0, 1))) ** 2)
+        dev = (F - F.mean(axis=(0, 1))) ** 2
+        return var, mcse_mean(dev if cond is None else dev + cond)
 
     def per_draw_error(self, which: str = "test") -> np.ndarray:
         """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S)."""
         F, y = self._pred(which)
         if y is None:
             raise ValueError(f"no {which} targets were given")
-        return ((F - y) ** 2).mean(axis=2)
+        cond = self.test_conditional_var if which == "test" else None
+        return ((F - y) ** 2 + (0.0 if cond is None else cond)).mean(axis=2)
 
     def error(self, which: str = "test") -> TestError:
         """Test (or training) error with bias²/variance split and standard error (see TestError)."""
@@ -195,12 +208,15 @@ class LangevinSampler:
     draw); ``dtype`` float32 (default) or float64; ``device`` "cpu" (default), "cuda" or "auto";
     ``seed`` fixes the prior draws and every noise increment; ``metropolis`` turns ULA into MALA;
     ``train_first_layer=False`` freezes W at its prior draw (then the readout posterior is
-    exactly GP regression with kernel K̂(W) — used by the tests).
+    exactly GP regression with kernel K̂(W) — used by the tests). ``readout="integrated"``
+    (deep architectures): the readout is integrated out exactly and Langevin runs on the hidden
+    weights of the marginal posterior, with Rao–Blackwellized predictions
+    (:mod:`kren.sampling.integrated`).
     """
 
     def __init__(self, arch, N: int, T: float, step_size: float, chains: int = 4,
                  dtype=torch.float32, device="cpu", seed: int = 0, metropolis: bool = False,
-                 train_first_layer: bool = True):
+                 train_first_layer: bool = True, readout: str = "sampled"):
         self.T = check_positive(T, "T")
         self.step_size = check_positive(step_size, "step_size")
         self.chains = _check_int(chains, "chains", 1)
@@ -209,6 +225,9 @@ class LangevinSampler:
         self.device = resolve_device(device)
         self.metropolis = bool(metropolis)
         self.train_first_layer = bool(train_first_layer)
+        if readout not in ("sampled", "integrated"):
+            raise ValueError(f"readout must be 'sampled' or 'integrated', got {readout!r}")
+        self.readout = readout
         self.arch = arch
         self.N = N
         self.network = None
@@ -220,6 +239,9 @@ class LangevinSampler:
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
         net = self.arch.network(self.N, dtype=self.dtype, device=self.device, seed=init_seed,
                                 chains=self.chains)
+        if self.readout == "integrated":
+            from .integrated import IntegratedReadout
+            net = IntegratedReadout(net, self.T)
         self._gen = torch.Generator(device=net.device)
         self._gen.manual_seed(noise_seed)
         return net
@@ -299,6 +321,8 @@ class LangevinSampler:
         train_pred = torch.empty((S, C, P), dtype=dt, device=dev)
         test_pred = (torch.empty((S, C, xt.shape[1]), dtype=dt, device=dev)
                      if xt is not None else None)
+        rao_blackwell = xt is not None and getattr(net, "rao_blackwell", False)
+        test_cvar = torch.empty_like(test_pred) if rao_blackwell else None
         ksum = (torch.zeros((C, xk.shape[1], xk.shape[1]), dtype=torch.float64, device=dev)
                 if xk is not None else None)
         # networks with several layers also record every layer's empirical kernel
@@ -370,7 +394,9 @@ class LangevinSampler:
                 loss_trace[t] = L
                 if t >= burn_in and (t - burn_in + 1) % thin == 0 and k < S:
                     train_pred[k] = f
-                    if xt is not None:
+                    if rao_blackwell:
+                        test_pred[k], test_cvar[k] = net._predict(xt)
+                    elif xt is not None:
                         test_pred[k] = net._predict(xt)
                     if layered:
                         for acc, part in zip(lsum, net.layer_kernel_sums(xk)):
@@ -390,8 +416,8 @@ class LangevinSampler:
                 "use a smaller step size")
         norm = net.kernel_scale
         kernel_chains = (ksum * norm / S).cpu().numpy() if ksum is not None else None
-        layer_kernels = ([(a * c / S).mean(dim=0).cpu().numpy()
-                          for a, c in zip(lsum, net.layer_kernel_scales)] if layered else None)
+        layer_chains = ([(a * c / S).cpu().numpy() for a, c in zip(lsum, net.layer_kernel_scales)]
+                        if layered else None)
         return SamplingResult(
             N=net.N, T=T, step_size=eta, steps=steps, burn_in=burn_in, thin=thin, chains=C,
             metropolis=self.metropolis,
@@ -403,7 +429,11 @@ class LangevinSampler:
             kernel=kernel_chains.mean(axis=0) if kernel_chains is not None else None,
             kernel_chains=kernel_chains,
             acceptance=(accepted / steps).cpu().numpy() if self.metropolis else np.ones(C),
-            wall_time=wall, arch=arch, network=net, layer_kernels=layer_kernels)
+            wall_time=wall, arch=arch, network=net,
+            layer_kernels=[k.mean(axis=0) for k in layer_chains] if layered else None,
+            layer_kernel_chains=layer_chains,
+            test_conditional_var=(test_cvar.transpose(0, 1).cpu().double().numpy()
+                                  if test_cvar is not None else None))
 
 
 def _act(net, h):
@@ -413,10 +443,11 @@ def _act(net, h):
 def sample_posterior(arch, N: int, X, y, T: float, step_size: float, steps: int,
                      burn_in: int | None = None, thin: int = 10, chains: int = 4, X_test=None,
                      y_test=None, X_kernel="train", dtype=torch.float32, device="cpu",
-                     seed: int = 0, metropolis: bool = False, progress=None) -> SamplingResult:
+                     seed: int = 0, metropolis: bool = False, progress=None,
+                     readout: str = "sampled") -> SamplingResult:
     """One call: build a :class:`LangevinSampler` and run it (arguments as there)."""
     sampler = LangevinSampler(arch, N, T, step_size, chains=chains, dtype=dtype, device=device,
-                              seed=seed, metropolis=metropolis)
+                              seed=seed, metropolis=metropolis, readout=readout)
     return sampler.run(X, y, steps=steps, burn_in=burn_in, thin=thin, X_test=X_test,
                        y_test=y_test, X_kernel=X_kernel, progress=progress)
 
