@@ -16,10 +16,11 @@ the same width). For every (task, L, N):
   Rao–Blackwellized predictions), ``--chains`` chains from prior draws, ``--burn-in`` discarded
   steps, every ``--thin``-th state kept; the step η = ``--fraction``/h_max with h_max the
   curvature bound of kren.sampling.suggest_step_size, halved by short pilot runs (part of the
-  burn-in) until the MALA acceptance is at least ``--min-accept``. Test error with its Monte-Carlo SE (ESS of
-  the per-draw error), bias² and variance with SEs from per-draw scalars and their ESS, split-R̂
-  of the per-draw test error and of every test prediction, MALA acceptance, the posterior-averaged
-  empirical kernel of the top layer against each form's K_R over the training set.
+  burn-in) until the MALA acceptance is at least ``--min-accept``. Reported: the test error
+  with its Monte-Carlo SE (ESS of the per-draw error), bias² and variance with SEs from per-draw
+  scalars and their ESS, split-R̂ of the per-draw test error, MALA acceptance, and the
+  posterior-averaged empirical kernel of the top layer against each form's K_R over the
+  training set.
 
 Which form is closer: per row, the distance of each form's ε (and variance) to the sampled value
 in units of its SE; "product"/"nested" when one is closer by more than 2 SE, "tie" otherwise;
@@ -59,7 +60,7 @@ def _ints(text):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     a = p.add_argument
-    a("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    a("--tasks", nargs="+", default=["even-odd", "0v1"], choices=list(TASKS))
     a("--L", type=_ints, default=[2, 3], help="depths, e.g. 2,3")
     a("--N", type=_ints, default=[50, 100, 200, 400, 800], help="widths, e.g. 50,200,800")
     a("--P", type=int, default=200)
@@ -80,7 +81,7 @@ def build_parser():
     a("--pilot", type=int, default=40, help="pilot steps per step-size trial (part of burn-in)")
     a("--ula", action="store_true", help="unadjusted Langevin instead of MALA")
     a("--readout", default="integrated", choices=["integrated", "sampled"])
-    a("--threads", type=int, default=1)
+    a("--threads", type=int, default=2)
     a("--seed", type=int, default=0)
     a("--out", default=str(OUT))
     a("--quick", action="store_true", help="smoke run: 0v1, L=2, N=50, 300 steps")
@@ -181,8 +182,8 @@ def kernel_distance(K_hat, K_R):
 
 def format_table(rows) -> str:
     head = ("| task | L | N | α | ε product | ε nested | ε sampled ± SE | bias² sampled ± SE | "
-            "var product | var nested | var sampled ± SE | R̂ | accept | ‖K̂−K_R‖/‖K_R‖ prod / nest "
-            "| closer (ε) | closer (var) | steps × chains | time (s) |")
+            "var product | var nested | var sampled ± SE | R̂ | accept | "
+            "‖K̂−K_R‖/‖K_R‖ prod / nest | closer (ε) | closer (var) | steps × chains | time (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         th, s = r["theory"], r["sampled"]
@@ -199,6 +200,11 @@ def format_table(rows) -> str:
             f"{r['kernel_distance']['product']:.3f} / {r['kernel_distance']['nested']:.3f} | "
             f"{r['closer_error']} | {r['closer_variance']} | "
             f"{s['steps']} × {s['chains']} | {s['wall_s']:.0f} |")
+    lines.append("")
+    lines.append(f"R̂: split-R̂ of the per-draw test error. \"not mixed\": R̂ ≥ {RHAT_MAX}, the "
+                 "sampled networks are NOT converged and the row decides nothing. \"both fail\": "
+                 f"both forms off by more than max(2 SE, {FAIL_REL:.0%}). ‖K̂−K_R‖/‖K_R‖: the "
+                 "posterior-averaged top-layer empirical kernel against each form's K_R.")
     return "\n".join(lines)
 
 
@@ -254,21 +260,26 @@ def run(cfg, log=print):
         f"{cfg.large_N}, {cfg.large_steps} × {cfg.large_chains} from there; "
         f"{'ULA' if cfg.ula else 'MALA'}, readout {cfg.readout}, η = {cfg.fraction}/h_max, "
         f"{cfg.threads} thread(s)")
-    rows, nngp = [], {}
+    rows, nngp, data, archs = [], {}, {}, {}
     for task in cfg.tasks:
-        data = load_digits(classes=TASKS[task], n_train=cfg.P, n_test=cfg.n_test, seed=0)
-        X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
+        d = load_digits(classes=TASKS[task], n_train=cfg.P, n_test=cfg.n_test, seed=0)
+        data[task] = (d.X_train, d.y_train, d.X_test, d.y_test)
         for L in cfg.L:
-            arch = kren.DeepArchitecture(L, X.shape[1], activation=cfg.activation)
-            inf = kren.DeepFC(L=L, N=float("inf"), T=cfg.T, activation=cfg.activation).fit(X, y)
-            e = inf.test_error(Xt, yt)
+            archs[L] = kren.DeepArchitecture(L, d.X_train.shape[1], activation=cfg.activation)
+            inf = kren.DeepFC(L=L, N=float("inf"), T=cfg.T, activation=cfg.activation).fit(
+                d.X_train, d.y_train)
+            e = inf.test_error(d.X_test, d.y_test)
             nngp[f"{task}-{L}"] = {"total": e.total, "bias2": e.bias2, "variance": e.variance}
-            for N in cfg.N:
+    # widths outermost: a run stopped early still has every (task, L) at the smaller widths
+    for N in cfg.N:
+        for task in cfg.tasks:
+            X, y, Xt, yt = data[task]
+            for L in cfg.L:
                 t0 = time.perf_counter()
                 th = theory_row(X, y, Xt, yt, L, N, cfg.T, cfg.activation)
                 log(f"{task} L={L} N={N}: theory ε product {th['product']['total']:.4f} nested "
                     f"{th['nested']['total']:.4f} ({time.perf_counter() - t0:.1f} s); sampling")
-                r, s = sampled_row(arch, N, X, y, Xt, yt, cfg.T, cfg, log)
+                r, s = sampled_row(archs[L], N, X, y, Xt, yt, cfg.T, cfg, log)
                 K_hat = s.pop("layer_kernels")[-1]
                 kd = {f: kernel_distance(K_hat, th[f].pop("K_R")) for f in ("product",
                                                                             "nested")}
@@ -283,8 +294,9 @@ def run(cfg, log=print):
                        "distance_error": {"product": ce[1], "nested": ce[2]},
                        "distance_variance": {"product": cv[1], "nested": cv[2]}}
                 rows.append(row)
+                rh = s["rhat_test_error"]
                 log(f"   sampled ε {s['total']:.4f} ± {s['se']:.4f}, var {s['variance']:.4f} ± "
-                    f"{s['se_variance']:.4f}, R̂ {s['rhat_test_error']:.3f}, accept "
+                    f"{s['se_variance']:.4f}, R̂ {'n/a' if rh is None else f'{rh:.3f}'}, accept "
                     f"{s['acceptance']:.2f}, {s['wall_s']:.0f} s → closer: {ce[0]} (ε), "
                     f"{cv[0]} (var)")
                 _save(cfg, rows, nngp, t_start, partial=True)
@@ -300,6 +312,7 @@ def _save(cfg, rows, nngp, t_start, partial):
               "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
                           "cpus": os.cpu_count()}}
     _write_atomic(out / "results.json", json.dumps(result, indent=1, default=float))
+    rows = sorted(rows, key=lambda r: (r["task"], r["L"], r["N"]))
     table = format_table(rows)
     _write_atomic(out / "table.md", table + f"\n\nwall time {wall:.0f} s\n")
     if rows:

@@ -121,6 +121,9 @@ def test_deep_linear_small_temperature_matches_closed_form(form, L):
         Q = _fit(X, y, L, 1e-11, N, 1.0, lams, form, activation="linear",
                  tol=1e-12 if form == "product" else 1e-7)
         assert np.abs(Q - want).max() < 1e-6, (Q, want)
+        if np.ndim(N) == 0:   # equal widths: all Q_l equal, Q − (1 − α) = s/Q^L written out here
+            assert np.ptp(Q) < 1e-6
+            assert abs(Q.mean() - (1 - alpha) - s / Q.mean() ** L) < 1e-5 * max(1.0, s)
 
 
 def _deepbays_style_gradient(Q, C, y, T, N, l1):

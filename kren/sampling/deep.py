@@ -213,7 +213,8 @@ class DeepFCNetwork(torch.nn.Module):
         return self.layer_kernel_sums(xn)[-1]
 
     def empirical_kernels(self, X) -> list:
-        """[K̂_1, …, K̂_L], K̂_l = (1/(λ_l N_l)) Σ_a φ^l_a(x) φ^l_a(x')ᵀ, each (C, P, P) (or (P, P))."""
+        """[K̂_1, …, K̂_L], K̂_l = (1/(λ_l N_l)) Σ_a φ^l_a(x) φ^l_a(x')ᵀ, each (C, P, P) (or
+        (P, P))."""
         sums = self.layer_kernel_sums(self.prepare(X))
         return [self._out(s * c) for s, c in zip(sums, self.layer_kernel_scales)]
 
