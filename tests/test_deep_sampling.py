@@ -207,3 +207,34 @@ def test_bad_input_raises():
     net = arch.network(4)
     with pytest.raises(ValueError, match="expected"):
         net.set_weights([np.zeros((4, 6)), np.zeros((3, 4))], np.zeros(4))
+
+
+def test_mala_log_ratio_is_accurate_in_float32_at_a_million_parameters():
+    """The MALA log acceptance ratio of float32 states with n = 1.3·10⁶ parameters (a width-800,
+    three-layer network has about as many) under the prior alone (L = 0, ∇U = Tλθ: log α is
+    O(√(n η³T³)) ~ 0.1, not 0 or −∞) against the textbook formula −(U' − U)/T − (|θ − θ' + η∇U'|²
+    − |θ' − θ + η∇U|²)/(4ηT) summed exactly (math.fsum of the float32 values in float64).
+    Tolerance: the factored terms t_i are each rounded a few times in float32 (≤ 8 ε32 |t_i|)
+    and summed in float64; independent roundings add up to ≲ 8 ε32 (Σ t_i²)^½ times a small
+    factor (probabilistic rounding-error analysis, Higham & Mary 2019); 10× that is ~5e-4 here.
+    The float32 sums of the ~n/2-sized totals this replaced were off by O(1) (measured 2.4 on
+    such data), which is what made MALA reject nearly every step at width 800."""
+    from kren.sampling.langevin import mala_log_ratio
+    n, T, eta = 1_300_000, 0.1, 0.02
+    gen = torch.Generator().manual_seed(5)
+    lam = torch.ones(n)
+    theta0 = torch.randn((1, n), generator=gen)
+    g0 = T * theta0
+    theta1 = theta0 - eta * g0 + math.sqrt(2 * eta * T) * torch.randn((1, n), generator=gen)
+    g1 = T * theta1
+    zero = torch.zeros(1)
+    got = float(mala_log_ratio(zero, zero, theta0, theta1, g0, g1, lam, eta, T)[0])
+    t0, t1, a, b = (v[0].double().numpy() for v in (theta0, theta1, g0, g1))
+    fwd = math.fsum((t1 - t0 + eta * a) ** 2)
+    bwd = math.fsum((t0 - t1 + eta * b) ** 2)
+    want = -0.5 * (math.fsum(t1 * t1) - math.fsum(t0 * t0)) - (bwd - fwd) / (4 * eta * T)
+    d = t1 - t0
+    terms = np.concatenate([0.5 * d * (2 * t0 + d), (a + b) * (eta * (b - a) - 2 * d) / (4 * T)])
+    tol = 10 * 8 * np.finfo(np.float32).eps * math.sqrt(float(np.sum(terms ** 2)))
+    assert abs(want) < 5 and tol < 1e-3
+    assert abs(got - want) <= tol, (got, want, tol)
