@@ -31,7 +31,8 @@ Cost: a Langevin step costs O(P·N²·L) per chain (N = 800, L = 3: ~0.3 s for 4
 core), and the slowest relevant modes relax at the rate T·λ per unit time (thousands of steps), so
 ``--steps``, ``--chains`` and the width-dependent ``--large-N``/``--large-steps``/``--large-chains``
 are flags; the run prints its plan and the wall time. Outputs in ``--out`` (default
-benchmarks/results/deep_vs_sampled): results.json, table.md, deep_vs_sampled.png.
+benchmarks/results/deep_vs_sampled): results.json, table.md, deep_vs_sampled.png
+(``--replot`` rewrites the last two from results.json).
 """
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ def build_parser():
     a("--seed", type=int, default=0)
     a("--out", default=str(OUT))
     a("--quick", action="store_true", help="smoke run: 0v1, L=2, N=50, 300 steps")
+    a("--replot", action="store_true", help="rewrite table.md and the figure from the saved "
+      "results.json in --out (no computation)")
     return p
 
 
@@ -208,8 +211,13 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def _mixed(s) -> bool:
+    return s["rhat_test_error"] is not None and s["rhat_test_error"] < RHAT_MAX
+
+
 def figure(rows, nngp, path):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = sorted({(r["task"], r["L"]) for r in rows})
@@ -225,10 +233,17 @@ def figure(rows, nngp, path):
                 ax.plot(Ns, [r["theory"][form][key] for r in sel], style, ms=4, label=form)
             ax.axhline(nngp[f"{task}-{L}"][key], color="0.5", lw=0.8, ls=":", label="N = ∞")
             sm = [r for r in sel if r["sampled"] is not None]
-            ax.errorbar([r["N"] for r in sm], [r["sampled"][key] for r in sm],
-                        yerr=[2 * r["sampled"][sek] for r in sm], fmt="k^", ms=5, capsize=3,
-                        label="sampled ± 2 SE")
+            for mixed, fmt, lab in ((True, "^", "sampled ± 2 SE"),
+                                    (False, "^", f"sampled, NOT mixed (R̂ ≥ {RHAT_MAX})")):
+                pts = [r for r in sm if _mixed(r["sampled"]) == mixed]
+                if pts:
+                    ax.errorbar([r["N"] for r in pts], [r["sampled"][key] for r in pts],
+                                yerr=[2 * r["sampled"][sek] for r in pts], fmt=fmt, ms=5,
+                                capsize=3, color="k", mfc="k" if mixed else "white",
+                                label=lab)
             ax.set_xscale("log")
+            ax.set_xticks(Ns, [str(n) for n in Ns])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xlabel("N")
             ax.set_ylabel(label)
             ax.set_title(f"{task}, L = {L}", fontsize=10)
@@ -285,8 +300,7 @@ def run(cfg, log=print):
                                                                             "nested")}
                 ce = _closer(s["total"], th, "total", s["se"])
                 cv = _closer(s["variance"], th, "variance", s["se_variance"])
-                mixed = s["rhat_test_error"] is not None and s["rhat_test_error"] < RHAT_MAX
-                if not mixed:
+                if not _mixed(s):
                     ce, cv = ("not mixed",) + ce[1:], ("not mixed",) + cv[1:]
                 row = {"task": task, "L": L, "N": N, "alpha": cfg.P / N, "theory": th,
                        "sampled": s, "kernel_distance": kd,
@@ -320,8 +334,22 @@ def _save(cfg, rows, nngp, t_start, partial):
     return result
 
 
+def replot(out) -> str:
+    """Rewrite table.md and deep_vs_sampled.png from ``out``/results.json; return the table."""
+    out = Path(out)
+    res = json.loads((out / "results.json").read_text())
+    rows = sorted(res["rows"], key=lambda r: (r["task"], r["L"], r["N"]))
+    table = format_table(rows)
+    _write_atomic(out / "table.md", table + f"\n\nwall time {res['wall_time_s']:.0f} s\n")
+    figure(rows, res["nngp"], out / "deep_vs_sampled.png")
+    return table
+
+
 def main(argv=None):
     cfg = build_parser().parse_args(argv)
+    if cfg.replot:
+        print(replot(cfg.out))
+        return
     t0 = time.perf_counter()
     res = run(cfg, log=lambda *a: print(*a, flush=True))
     print()
