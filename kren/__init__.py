@@ -6,7 +6,8 @@ networks in the proportional limit (THEORY.md), their saddle points and predicto
 from .architecture import Architecture
 from .cache import KernelCache
 from .deep_architecture import DeepArchitecture
-from .exceptions import ConvergenceWarning, NotFittedError, StaleFitError, UnconvergedError
+from .exceptions import (ConvergenceWarning, FitFileError, KrenError, NotFittedError,
+                         NumericalError, OutputError, StaleFitError, UnconvergedError)
 from .geometry import PatchGeometry
 from .kernels import KernelTensor, MemoryBudgetError, set_memory_budget
 from .prepared import Prepared
@@ -18,7 +19,8 @@ __version__ = "0.1.0"
 __all__ = ["Architecture", "PatchGeometry", "Prepared", "KernelTensor", "KernelCache",
            "RenormalizedKernel", "MemoryBudgetError", "set_memory_budget",
            "InvalidParameterError", "InvalidDataError", "NotFittedError", "StaleFitError",
-           "UnconvergedError", "ConvergenceWarning", "FC", "LCN", "CNN", "DeepFC",
-           "DeepArchitecture", "__version__"]
+           "UnconvergedError", "ConvergenceWarning", "KrenError", "FitFileError",
+           "NumericalError", "OutputError", "FC", "LCN", "CNN", "DeepFC", "DeepArchitecture",
+           "__version__"]
 
 from .estimators import CNN, FC, LCN, DeepFC  # noqa: E402  (after the modules they build on)

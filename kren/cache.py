@@ -32,10 +32,19 @@ __all__ = ["KernelCache", "cached"]
 
 
 def _arrays(value):
+    """The arrays an entry holds: itself, its array attributes, and those of attributes that
+    list theirs with ``arrays()`` (the packed and streamed tensors of kren.tensors)."""
     if isinstance(value, np.ndarray):
         return [value]
-    return [a for a in vars(value).values() if isinstance(a, np.ndarray)] \
-        if hasattr(value, "__dict__") else []
+    if not hasattr(value, "__dict__"):
+        return []
+    out = []
+    for a in vars(value).values():
+        if isinstance(a, np.ndarray):
+            out.append(a)
+        elif callable(getattr(a, "arrays", None)):
+            out.extend(x for x in a.arrays() if isinstance(x, np.ndarray))
+    return out
 
 
 def _nbytes(value) -> int:

@@ -40,8 +40,11 @@ def vector(q, name, n=None):
 
 def tensor(blocks, pairs, n):
     """Check a stored kernel tensor (kren.kernels.KernelTensor): blocks (n_pairs, P, P) with
-    pairs (n_pairs, 2) indexing patches 0..n−1. Returns (blocks, pairs, P)."""
-    blocks = np.asarray(blocks)
+    pairs (n_pairs, 2) indexing patches 0..n−1. Returns (blocks, pairs, P). ``blocks`` may be a
+    :class:`kren.tensors.BlockSource` (the linalg primitives dispatch on it)."""
+    from .tensors.source import is_source
+    if not is_source(blocks):               # a packed, streamed or device tensor stays as it is
+        blocks = np.asarray(blocks)
     pairs = np.asarray(pairs)
     if blocks.ndim != 3 or blocks.shape[1] != blocks.shape[2]:
         raise ValueError(f"blocks must have shape (n_pairs, P, P), got {blocks.shape}")

@@ -25,7 +25,6 @@ import math
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -96,7 +95,8 @@ def _width_list(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cliutil import ArgumentParser
+    p = ArgumentParser(
         prog="kren compare",
         description="Theory (saddle point) vs Langevin-sampled finite networks, side by side.")
     a = p.add_argument
@@ -175,7 +175,28 @@ def run_compare(archs=("cnn", "lcn", "fc"), widths=None, classes=(0, 1), P=200, 
     ``rows`` (one per arch and N), ``kernels`` (similarity matrices per arch) and ``paths``.
 
     ``widths``: {arch: [N, ...]} or a list of N for every arch (default [10, 50]).
+
+    ``out``: the output folder, checked (created if needed, writable, not in use by another
+    run) before anything is computed; the outputs are written together at the end
+    (:class:`kren.outputs.RunFolder`), so an interrupted run leaves the previous ones intact.
     """
+    if out is None:
+        return _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, padding,
+                            activation, lambda0, lambda1, T, steps, burn_in, thin, chains, step,
+                            metropolis, dtype, device, seed, threads, kernel_N, None, quiet, log)
+    from .outputs import RunFolder
+    with RunFolder(out, "compare", flag="--out") as run:
+        res = _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, padding,
+                           activation, lambda0, lambda1, T, steps, burn_in, thin, chains, step,
+                           metropolis, dtype, device, seed, threads, kernel_N, run, quiet, log)
+        run.commit()
+    return res
+
+
+def _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, padding,
+                 activation, lambda0, lambda1, T, steps, burn_in, thin, chains, step, metropolis,
+                 dtype, device, seed, threads, kernel_N, run, quiet, log) -> dict:
+    """The body of :func:`run_compare`; ``run`` (a RunFolder or None) receives the outputs."""
     import torch
 
     from .data import load_digits
@@ -273,18 +294,17 @@ def run_compare(archs=("cnn", "lcn", "fc"), widths=None, classes=(0, 1), P=200, 
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": str(out / "compare.json"), "table": str(out / "table.md"),
-                 "figure": str(out / "compare.png")}
-        plot_comparison(rows, paths["figure"], title=_title(result["config"]))
+    if run is not None:
+        paths = {"json": str(run.path("compare.json")), "table": str(run.path("table.md")),
+                 "figure": str(run.path("compare.png"))}
+        plot_comparison(rows, run.stage("compare.png"), title=_title(result["config"]))
         if kernels:
-            paths["similarity"] = str(out / "similarity.png")
-            plot_similarity(kernels, y, paths["similarity"])
+            paths["similarity"] = str(run.path("similarity.png"))
+            plot_similarity(kernels, y, run.stage("similarity.png"))
         result["paths"] = paths
-        Path(paths["table"]).write_text(format_table(rows) + "\n")
-        Path(paths["json"]).write_text(json.dumps(_jsonable(result), indent=2))
+        result["run_id"] = run.run_id
+        run.stage("table.md").write_text(format_table(rows) + "\n")
+        run.stage("compare.json").write_text(json.dumps(_jsonable(result), indent=2))
     result["kernel_matrices"] = kernels
     return result
 
@@ -399,19 +419,60 @@ def plot_similarity(kernels, y, path):
 
 
 # ----------------------------------------------------------------------------- CLI
+def _setting(kind, low=None, open_low=False, none=False):
+    from .cliutil import Setting
+    return Setting(kind, low, open_low, none=none)
+
+
+_SETTINGS = {
+    "P": _setting("int", 1), "n_test": _setting("int", 1), "data_seed": _setting("int", 0),
+    "lambda0": _setting("float", 0, True), "lambda1": _setting("float", 0, True),
+    "T": _setting("float", 0, True), "steps": _setting("int", 1), "burn_in": _setting("int", 0),
+    "thin": _setting("int", 1), "chains": _setting("int", 1), "step": _setting("float", 0, True),
+    "threads": _setting("int", 1), "seed": _setting("int", 0),
+    "kernel_N": _setting("int", 1, none=True),
+}
+
+
 def main(argv=None) -> int:
-    """Entry point of ``kren compare`` (see :func:`build_parser`)."""
+    """Entry point of ``kren compare`` (see :func:`build_parser`): a user error is one
+    ``kren: error:`` line on stderr and exit status 2 (``kren compare`` runs :func:`run_main`
+    under :func:`kren.cli.main`, which does the same for every subcommand)."""
+    from .cliutil import one_line
+    from .errorbase import KrenError
+    try:
+        return run_main(argv)
+    except KrenError as exc:
+        print(f"kren: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_main(argv=None) -> int:
+    """``kren compare`` with its errors raised (:func:`main` and :func:`kren.cli.main` report
+    them)."""
+    from .cliutil import UsageError, check_setting, flag
     args = build_parser().parse_args(argv)
     try:
         widths = parse_widths(args.N, args.arch)
     except ValueError as exc:
-        print(f"kren compare: {exc}", file=sys.stderr)
-        return 2
+        msg = str(exc)
+        raise UsageError(msg if msg.startswith("--N") else f"--N: {msg}") from None
+    for key, setting in _SETTINGS.items():           # checked before anything is computed
+        check_setting(key, getattr(args, key), setting, flag(key))
+    if args.burn_in >= args.steps:
+        raise UsageError(f"--burn-in ({args.burn_in}) must be smaller than --steps "
+                         f"({args.steps})")
+    from .outputs import check_output_dir
+    check_output_dir(args.out, "--out")
     try:
         import torch  # noqa: F401  (the nn extra is needed for the sampled side)
     except ImportError:
-        print("kren compare needs PyTorch: pip install 'kren[nn]'", file=sys.stderr)
-        return 2
+        raise UsageError("kren compare needs PyTorch: pip install 'kren[nn]'") from None
+    from .sampling.networks import resolve_device
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"--device: {exc}") from None
     t0 = time.perf_counter()
     res = run_compare(archs=args.arch, widths=widths, classes=args.classes, P=args.P,
                       n_test=args.n_test, data_seed=args.data_seed, mask=args.mask,
@@ -443,4 +504,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from .cli import main as _cli_main
+    sys.exit(_cli_main(["compare", *sys.argv[1:]]))

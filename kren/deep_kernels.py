@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import activations
-from .kernels import check_memory
+from .kernels import check_kernel_scale, check_memory
+from .guard import guarded
 
 __all__ = ["layer_kernel", "check_depth", "check_priors", "input_covariance",
            "deep_nngp_kernel", "deep_nngp_cross", "deep_nngp_diagonal"]
@@ -70,6 +71,7 @@ def _check_lambda0(lambda0) -> float:
     return lambda0
 
 
+@guarded("input_covariance")
 def input_covariance(X1, X2=None, lambda0: float = 1.0):
     """C(x1, x2) = x1·x2/(λ0 N0) (THEORY §2) and the variances of each set.
 
@@ -85,10 +87,22 @@ def input_covariance(X1, X2=None, lambda0: float = 1.0):
     return C12, d1, d2
 
 
+def _check_scale(activation, d1, d2, layer: int, names=("X", "X")) -> None:
+    """The variances entering layer ``layer`` are finite and do not overflow its kernel
+    (:func:`kren.kernels.check_kernel_scale`): a named error, never NaN kernels."""
+    from .validation import InvalidDataError
+    if not (np.all(np.isfinite(d1)) and np.all(np.isfinite(d2))):
+        raise InvalidDataError(f"{names[0]}: the variances entering layer {layer + 1} overflow "
+                               "float64. To fix: standardize the inputs (e.g. "
+                               "sklearn.preprocessing.StandardScaler)")
+    check_kernel_scale(activation, d1, d2, np.float64, names)
+
+
 def _recursion(C12, d1, d2, L, activation, lam, symmetric):
     """L layers of C12 → k(C12, d1, d2)/λ_l; the variances follow (train×train: the diagonal of
     the new matrix itself; two sets: their own recursion d → k(d, d, d)/λ_l)."""
     for l in range(L):
+        _check_scale(activation, d1, d2, l, ("X1", "X2") if not symmetric else ("X", "X"))
         C12 = layer_kernel(activation, C12, d1[:, None], d2[None, :]) / lam[l]
         if symmetric:
             d1 = d2 = np.diagonal(C12).copy()
@@ -98,6 +112,7 @@ def _recursion(C12, d1, d2, L, activation, lam, symmetric):
     return C12, d1, d2
 
 
+@guarded("deep_nngp_kernel")
 def deep_nngp_kernel(X, L, activation: str = "erf", lambda0: float = 1.0, lambdas=1.0,
                      memory_budget=None) -> np.ndarray:
     """Train×train deep NNGP kernel K^{(L)}/λ_L (module docstring), shape (P, P), symmetric."""
@@ -115,6 +130,7 @@ def deep_nngp_kernel(X, L, activation: str = "erf", lambda0: float = 1.0, lambda
     return 0.5 * (K + K.T)
 
 
+@guarded("deep_nngp_cross")
 def deep_nngp_cross(X1, X2, L, activation: str = "erf", lambda0: float = 1.0, lambdas=1.0,
                     memory_budget=None) -> np.ndarray:
     """Deep NNGP kernel between two input sets (e.g. test×train), shape (P1, P2)."""
@@ -130,6 +146,7 @@ def deep_nngp_cross(X1, X2, L, activation: str = "erf", lambda0: float = 1.0, la
     return K
 
 
+@guarded("deep_nngp_diagonal")
 def deep_nngp_diagonal(X, L, activation: str = "erf", lambda0: float = 1.0,
                        lambdas=1.0) -> np.ndarray:
     """K^{(L)}(x, x)/λ_L for every input, shape (P0,) (the variance recursion alone)."""
@@ -139,5 +156,6 @@ def deep_nngp_diagonal(X, L, activation: str = "erf", lambda0: float = 1.0,
     X = _as_inputs(X, "X")
     d = np.einsum("pm,pm->p", X, X) / (_check_lambda0(lambda0) * X.shape[1])
     for l in range(L):
+        _check_scale(activation, d, d, l)
         d = layer_kernel(activation, d, d, d) / lam[l]
     return d

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import activations
+from .errorbase import KrenError
 from .linalg import full_combine, pair_combine, pair_contract, single_blas_thread
-from .validation import InvalidParameterError
+from .validation import InvalidDataError, InvalidParameterError
+from .guard import guarded
 
 _BUDGET: int | None = None
 
 
-class MemoryBudgetError(MemoryError):
+class MemoryBudgetError(KrenError, MemoryError):
     """A kernel request would need more memory than the budget allows."""
 
 
@@ -121,8 +123,48 @@ class KernelTensor:
         return pair_contract(self.blocks, B, self.pairs, self.n)
 
 
-def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale):
-    """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded."""
+#: Local variances below this never overflow a kernel (the closed forms reach float32's
+#: largest number at about 1e19, float64's at about 1e153): no probe is needed.
+SAFE_VARIANCE = 1e15
+
+
+def check_kernel_scale(act, var1, var2, dtype=np.float64, names=("X", "X")) -> None:
+    """Raise :class:`kren.validation.InvalidDataError` when the kernel overflows ``dtype`` at the
+    largest local variances of the two input sets (module docstring of :mod:`kren.guard`).
+
+    The closed forms overflow first where the variances are largest: K(c, a, b) with
+    |c| ≤ √(ab) only forms products bounded by (1 + 2a)(1 + 2b), so evaluating K at
+    c = √(a_max b_max), a_max, b_max in ``dtype`` decides for every pair (one scalar
+    evaluation, made only above :data:`SAFE_VARIANCE`).
+    """
+    dtype = np.dtype(dtype)
+    a = float(np.max(var1, initial=0.0))
+    b = float(np.max(var2, initial=0.0))
+    if max(a, b) <= SAFE_VARIANCE:
+        return
+    act = activations.get(act)
+    with np.errstate(all="ignore"):
+        va, vb = np.array([a], dtype=dtype), np.array([b], dtype=dtype)
+        block = (np.sqrt(va) * np.sqrt(vb)).reshape(1, 1)        # c = √(a b), in dtype
+        ok = bool(np.all(np.isfinite(block)))
+        if ok:                                   # the code path of the kernel blocks
+            act.kernel_inplace(block, va, vb)
+            ok = bool(np.all(np.isfinite(block)))
+    if not ok:
+        name = names[0] if a >= b else names[1]
+        raise InvalidDataError(
+            f"{name}: the inputs are too large for the {act.name} kernel in {dtype.name}: local "
+            f"variances |x_i|²/(λ0 M) up to {max(a, b):.1e} overflow it. To fix: standardize "
+            "the inputs (e.g. sklearn.preprocessing.StandardScaler) or rescale them to order 1"
+            + (", or use dtype='float64'" if dtype != np.float64 else ""))
+
+
+def _fill_blocks(act, out, Z1, Z2, var1, var2, pairs, scale, names=("X", "X")):
+    """out[p] = K(Z1[i] Z2[j]ᵀ·scale, var1[i], var2[j]) for pairs[p] = (i, j), threaded.
+
+    The scale of the inputs is checked first (:func:`check_kernel_scale`), so an overflowing
+    kernel is a named error before any block is computed."""
+    check_kernel_scale(act, var1, var2, out.dtype, names)
     # per-patch precomputation of the activation (quadrature coefficients; identity for closed
     # forms), done once for all the blocks a patch appears in
     top = max(float(np.max(var1, initial=0.0)), float(np.max(var2, initial=0.0)))
@@ -162,6 +204,7 @@ def _scale(arch) -> float:
     return 1.0 / (arch.lambda0 * arch.M)
 
 
+@guarded("train_kernels")
 def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
                   covariance: bool = False) -> KernelTensor:
     """Train×train tensor K_ij(x^μ, x^ν) for the architecture's pairs (or ``pairs`` given).
@@ -188,11 +231,12 @@ def train_kernels(arch, X, dtype=np.float64, memory_budget=None, pairs=None,
     var = prep.var.astype(dtype, copy=False)
     act = activations.LINEAR if covariance else arch.act
     out = np.empty((len(pairs), P, P), dtype=dtype)
-    _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch))
+    _fill_blocks(act, out, Z, Z, var, var, pairs, _scale(arch), (prep.name, prep.name))
     mu = (np.zeros_like(var) if covariance else prep.mu).astype(dtype, copy=True)
     return KernelTensor(out, pairs, n, mu, var.copy())
 
 
+@guarded("cross_kernels")
 def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
                   covariance: bool = False, diagonal: bool = False) -> np.ndarray:
     """Full tensor K_ij(x1^a, x2^b) for all n² patch pairs, shape (n, n, P1, P2).
@@ -218,17 +262,19 @@ def cross_kernels(arch, X1, X2, dtype=np.float64, memory_budget=None,
     act = activations.LINEAR if covariance else arch.act
     _fill_blocks(act, out, p1.patches_as(dtype), p2.patches_as(dtype),
                  p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False), pairs,
-                 _scale(arch))
+                 _scale(arch), (p1.name, p2.name))
     return out if diagonal else out.reshape(n, n, P1, P2)
 
 
+@guarded("unit_means")
 def unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     """μ_i(x) for every patch and sample, shape (n, P)."""
     return arch.prepare(X).mu.astype(np.dtype(dtype), copy=True)
 
 
+@guarded("test_diagonal")
 def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
-                  diagonal: bool = False) -> np.ndarray:
+                  diagonal: bool = False, memory_budget=None) -> np.ndarray:
     """K_ij(x0, x0) for every test input and all patch pairs, shape (n, n, P0).
 
     ``diagonal=True`` returns only K_ii(x0, x0), shape (n, P0).
@@ -236,7 +282,13 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
     prep = arch.prepare(X)
     arch = prep.arch
     dtype = np.dtype(dtype)
+    n, P0 = arch.n, prep.P
+    need = (n if diagonal else 3 * n * n) * P0 * 8 + (0 if diagonal else n * P0 * arch.M * 8)
+    check_memory(need, f"test diagonal ({n if diagonal else n * n} patch pairs × {P0} inputs)",
+                 memory_budget)
     var = prep.var
+    if not covariance:
+        check_kernel_scale(arch.act, var, var, dtype, (prep.name, prep.name))
     if diagonal:
         out = var.copy() if covariance else arch.act.kernel(var, var, var)
         return out.astype(dtype, copy=False)
@@ -251,6 +303,7 @@ def test_diagonal(arch, X, dtype=np.float64, covariance: bool = False,
 test_diagonal.__test__ = False   # a public API name, not a pytest test when imported into one
 
 
+@guarded("cross_combine")
 def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Σ_ij W_ij K_ij(x1, x2), shape (P1, P2), in chunks of X1 so the full tensor is never held."""
     p1 = arch.prepare(X1, "X1")
@@ -268,6 +321,7 @@ def cross_combine(arch, W, X1, X2, dtype=np.float64, memory_budget=None) -> np.n
     return out
 
 
+@guarded("nngp_kernel")
 def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Infinite-width kernel (THEORY §2): K/λ1 (FC), (1/(λ1 n)) Σ_i K_ii (LCN and CNN) or
     (1/(λ1 n²)) Σ_ij K_ij (CNN with readout="pool", accumulated: kren.pooling).
@@ -281,9 +335,12 @@ def nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.n
     arch = p1.arch
     p2 = p1 if X2 is None else arch.prepare(X2, "X2")
     n, P1, P2 = arch.n, p1.P, p2.P
-    what = f"NNGP kernel ({P1}×{P2}, accumulated over {n} blocks)"
-    check_memory(4 * P1 * P2 * 8, what, memory_budget)
     dtype = np.dtype(dtype)
+    what = f"NNGP kernel ({P1}×{P2}, accumulated over {n} blocks, {dtype})"
+    # accumulator (float64), one block and the closed form's scratch, and the patches
+    patches = (P1 + (0 if X2 is None else P2)) * n * arch.M * dtype.itemsize
+    check_memory(P1 * P2 * 8 + 2 * P1 * P2 * dtype.itemsize + patches, what, memory_budget)
+    check_kernel_scale(arch.act, p1.var, p2.var, dtype, (p1.name, p2.name))
     Z1, Z2 = p1.patches_as(dtype), p2.patches_as(dtype)
     v1, v2 = p1.var.astype(dtype, copy=False), p2.var.astype(dtype, copy=False)
     K = np.zeros((P1, P2))

@@ -9,17 +9,61 @@ patch pairs ``pairs[p] = (i, j)`` with i ≤ j; the block (j, i) is K[p]ᵀ.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.linalg import cho_factor as _cho_factor, cho_solve as _cho_solve
 from scipy.linalg import lapack as _lapack
 
+from .errorbase import KrenError
+
 
 _CONTROLLER = None
 
-#: Factorizations up to this size run on one BLAS thread: on two cores a threaded Cholesky of a
-#: 1000×1000 matrix gains little when idle and, when another process holds a core, OpenBLAS's
-#: spinning threads made it 3–25× slower (measured 13 ms single-threaded against 40–1280 ms).
-SINGLE_THREAD_MAX = 4000
+#: BLAS thread policy (documented in :func:`blas_threads`): dense factorizations, inverses and
+#: products on matrices of size below THREADED_MIN run on one BLAS thread, larger ones on all
+#: the cores the process may use. Override with :func:`set_blas_policy` or the environment
+#: variable KREN_THREADED_MIN.
+THREADED_MIN = int(os.environ.get("KREN_THREADED_MIN", "1500"))
+#: Kept for compatibility: the largest size run on one thread (THREADED_MIN − 1).
+SINGLE_THREAD_MAX = THREADED_MIN - 1
+
+
+def set_blas_policy(threaded_min: int) -> None:
+    """Set the size from which dense linear algebra uses every core (:func:`blas_threads`)."""
+    global THREADED_MIN, SINGLE_THREAD_MAX
+    THREADED_MIN = max(1, int(threaded_min))
+    SINGLE_THREAD_MAX = THREADED_MIN - 1
+
+
+def _busy_cores() -> float:
+    """1-minute load average (0 where unknown)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def blas_threads(n: int) -> int | None:
+    """BLAS threads for dense work on n×n matrices: 1, or None (all the cores).
+
+    The policy (benchmarks/bench_scale.py --blas prints the figures):
+    * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
+      milliseconds and OpenBLAS's threads cost more than they save;
+    * from THREADED_MIN on, all the cores — unless the machine is already busy (1-minute load
+      average above cores − 0.5, i.e. other processes hold the other core): then one thread,
+      because a threaded factorization whose threads wait for a held core runs 2–20× slower
+      than a single-threaded one (measured on two cores at load 7–9: P = 1000 0.14 s against
+      2.9 s, P = 3000 2.6 s against 4.5 s for Cholesky + inverse). On an idle machine two
+      threads are expected to give 1.6–1.9× on the O(P³) work of large factorizations.
+    Passes over kernel tensors are memory bound and spread over the cores by kren's own
+    threads, each with one BLAS thread; the exact Hessian spreads its directions likewise.
+    """
+    if n < THREADED_MIN:
+        return 1
+    from .kernels import _threads
+    cores = _threads()
+    return 1 if cores <= 1 or _busy_cores() > cores - 0.5 else None
 
 
 def single_blas_thread():
@@ -31,17 +75,29 @@ def single_blas_thread():
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
-def _lapack_context(n: int):
+def blas_context(n: int):
+    """The BLAS thread policy of :func:`blas_threads` for n×n work, as a context manager."""
     import contextlib
-    return single_blas_thread() if n <= SINGLE_THREAD_MAX else contextlib.nullcontext()
+    return single_blas_thread() if blas_threads(n) == 1 else contextlib.nullcontext()
 
 
-class NotPositiveDefiniteError(np.linalg.LinAlgError):
+_lapack_context = blas_context
+
+
+class NotPositiveDefiniteError(KrenError, np.linalg.LinAlgError):
     """A matrix that must be positive definite (A = T𝟙 + K_R, Q, 𝟙 + Q̄) is not."""
 
 
+def _on_device(x) -> bool:
+    """A matrix held on a PyTorch device (kren.tensors.torch_backend.DeviceMatrix)."""
+    return bool(getattr(x, "kren_device", False))
+
+
 def cho_factor(A: np.ndarray, what: str = "matrix"):
-    """Cholesky factor (c, lower) of a symmetric positive-definite matrix."""
+    """Cholesky factor (c, lower) of a symmetric positive-definite matrix (a device matrix is
+    factorized on its device, kren.tensors.torch_backend)."""
+    if _on_device(A):
+        return A.cholesky(what)
     try:
         with _lapack_context(A.shape[0]):
             return _cho_factor(A, lower=True, check_finite=False)
@@ -51,29 +107,59 @@ def cho_factor(A: np.ndarray, what: str = "matrix"):
 
 def cho_solve(cho, b: np.ndarray) -> np.ndarray:
     """A⁻¹ b from a Cholesky factor of A."""
-    return _cho_solve(cho, b, check_finite=False)
+    if _on_device(cho[0]):
+        return cho[0].cho_solve(b)
+    with blas_context(cho[0].shape[0]):
+        return _cho_solve(cho, b, check_finite=False)
 
 
 def cho_logdet(cho) -> float:
     """log det A = 2 Σ log diag(L)."""
+    if _on_device(cho[0]):
+        return cho[0].cho_logdet()
     return 2.0 * float(np.sum(np.log(np.diagonal(cho[0]))))
 
 
 def cho_inverse(cho) -> np.ndarray:
     """A⁻¹ from a Cholesky factor of A (LAPACK potri), symmetrized."""
+    if _on_device(cho[0]):
+        return cho[0].cho_inverse()
     c, lower = cho
     potri = _lapack.dpotri if c.dtype == np.float64 else _lapack.spotri
     with _lapack_context(c.shape[0]):
         inv, info = potri(c, lower=lower)
     if info != 0:
         raise NotPositiveDefiniteError(f"potri failed with info={info}")
-    if lower:
-        inv = np.tril(inv)
-        inv = inv + np.tril(inv, -1).T
-    else:
-        inv = np.triu(inv)
-        inv = inv + np.triu(inv, 1).T
-    return inv
+    return mirror(inv, lower)
+
+
+def mirror(M: np.ndarray, lower: bool = True, block: int = 512) -> np.ndarray:
+    """Copy the lower (or upper) triangle of a square M onto the other one, in place and by
+    blocks (no P×P temporaries: at P = 10⁴ a temporary is 800 MB). Returns M."""
+    P = M.shape[0]
+    for s in range(0, P, block):
+        e = min(s + block, P)
+        d = M[s:e, s:e]
+        d[...] = (np.tril(d) + np.tril(d, -1).T) if lower else (np.triu(d) + np.triu(d, 1).T)
+        if lower:
+            M[s:e, e:] = M[e:, s:e].T
+        else:
+            M[e:, s:e] = M[s:e, e:].T
+    return M
+
+
+def cho_diagonal(cho) -> np.ndarray:
+    """diag(L) of a Cholesky factor, as a NumPy vector (any backend)."""
+    c = cho[0]
+    if isinstance(c, np.ndarray):
+        return np.diagonal(c)
+    return np.asarray(c.diagonal())
+
+
+def cho_to_numpy(cho):
+    """A Cholesky factor (c, lower) with c as a NumPy array (a device factor is copied once)."""
+    c = cho[0]
+    return cho if isinstance(c, np.ndarray) else (np.asarray(c), cho[1])
 
 
 def triu_pairs(n: int) -> np.ndarray:
@@ -88,6 +174,11 @@ def diag_pairs(n: int) -> np.ndarray:
     return np.stack([i, i], axis=1).astype(np.intp)
 
 
+def _is_source(blocks) -> bool:
+    from .tensors.source import is_source
+    return is_source(blocks)
+
+
 def _flat(blocks: np.ndarray) -> np.ndarray:
     return blocks.reshape(blocks.shape[0], -1)
 
@@ -96,25 +187,45 @@ def pair_combine(W: np.ndarray, blocks: np.ndarray, pairs: np.ndarray) -> np.nda
     """Σ_ij W_ij K_ij for a symmetric n×n W over stored blocks (i ≤ j).
 
     Σ_ij W_ij K_ij = S + Sᵀ with S = Σ_i (W_ii/2) K_ii + Σ_{i<j} W_ij K_ij: one pass (a GEMV)
-    over the tensor.
+    over the tensor, accumulated in float64 whatever the blocks' precision (float32 blocks are
+    cast chunk by chunk, :mod:`kren.tensors.mixed`). ``blocks`` may also be a
+    :class:`kren.tensors.BlockSource` (packed, streamed or on a PyTorch device), which performs
+    the pass itself.
     """
+    if _is_source(blocks):
+        blocks.check_pairs(pairs)
+        return blocks.combine(W)
     W = np.asarray(W)
     if W.ndim != 2 or W.shape[0] != W.shape[1] or not np.allclose(W, W.T, rtol=1e-12, atol=1e-14):
         raise ValueError(f"pair_combine needs a symmetric square W, got shape {W.shape}")
-    coef = W[pairs[:, 0], pairs[:, 1]].astype(blocks.dtype, copy=True)
+    coef = W[pairs[:, 0], pairs[:, 1]].astype(np.float64, copy=True)
     coef[pairs[:, 0] == pairs[:, 1]] *= 0.5
     P1, P2 = blocks.shape[1:]
-    S = (coef @ _flat(blocks)).reshape(P1, P2)
+    if blocks.dtype == np.float64:
+        S = (coef @ _flat(blocks)).reshape(P1, P2)
+    else:
+        from .tensors.mixed import combine_rows
+        S = combine_rows(coef, _flat(blocks)).reshape(P1, P2)
     return S + S.T
 
 
 def pair_contract(blocks: np.ndarray, B: np.ndarray, pairs: np.ndarray, n: int) -> np.ndarray:
-    """n×n symmetric matrix G_ij = Σ_μν K_ij[μ, ν] B[μ, ν] for a symmetric B (one pass).
+    """n×n symmetric matrix G_ij = Σ_μν K_ij[μ, ν] B[μ, ν] for a symmetric B (one pass,
+    accumulated in float64 whatever the blocks' precision; B is never rounded to the blocks'
+    precision). ``blocks`` may be a :class:`kren.tensors.BlockSource` (see :func:`pair_combine`).
 
     Entries for pairs not stored (off-diagonal ones of an LCN tensor) are zero.
     """
-    g = _flat(blocks) @ np.ascontiguousarray(B, dtype=blocks.dtype).ravel()
-    G = np.zeros((n, n), dtype=np.result_type(g, np.float64))
+    if _is_source(blocks):
+        blocks.check_pairs(pairs)
+        return blocks.contract(B)
+    b = np.ascontiguousarray(B, dtype=np.float64).ravel()
+    if blocks.dtype == np.float64:
+        g = _flat(blocks) @ b
+    else:
+        from .tensors.mixed import contract_rows
+        g = contract_rows(_flat(blocks), b)
+    G = np.zeros((n, n))
     G[pairs[:, 0], pairs[:, 1]] = g
     G[pairs[:, 1], pairs[:, 0]] = g
     return G
@@ -156,53 +267,154 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     symmetric basis matrix (e_k e_lᵀ + e_l e_kᵀ, or e_k e_kᵀ). Those low-rank directions cost
     only n×n work: with W = A⁻¹V, M = VᵀW, ζ = Vᵀz, the blocks are Tr(Wᵀ D_p W E_q),
     (Wᵀ D_p z)ᵀ E_q ζ, Tr(M E_q M E_r) and (E_q ζ)ᵀ M (E_r ζ).
-    One GEMM of A⁻¹ with all D_p side by side and one Gram product, on one BLAS thread: on two
-    cores, threaded products gained 1.5× when idle but were 6× slower when another process held
-    a core (benchmarks/bench_solver.py).
+    Computed in the symmetric form (:func:`sym_hessian_terms`): T1 is the Gram matrix of the
+    symmetric L⁻¹D_pL⁻ᵀ, packed (lower triangle, off-diagonal entries ×√2), one SYRK.
+    ``blocks`` may be a :class:`kren.tensors.BlockSource`.
     """
-    with single_blas_thread():
-        return _pair_hessian_terms(blocks, pairs, cho, z, mu, V, float(sign))
+    if _is_source(blocks):
+        return blocks.hessian_terms(pairs, cho, z, mu, V, float(sign))
+    pairs = np.asarray(pairs)
 
-
-def _pair_hessian_terms(blocks, pairs, cho, z, mu=None, V=None, sign=1.0):
-    Ainv = cho_inverse(cho)
-    n_p, P = blocks.shape[0], blocks.shape[1]
-    Kcat = np.empty((P, n_p, P))                                 # Kcat[:, p, :] = D_p
-    for p in range(n_p):
+    def get(p):
         i, j = pairs[p]
-        Kcat[:, p, :] = blocks[p]
-        if i != j:
-            Kcat[:, p, :] += blocks[p].T
-        if mu is not None:
-            M = np.outer(mu[i], mu[j])
-            Kcat[:, p, :] -= M + M.T if i != j else M
-    U = np.tensordot(z, Kcat, axes=([0], [0]))                   # (n_p, P): D_p z (D_p symmetric)
+        K = np.asarray(blocks[p], dtype=np.float64)
+        return K + K.T if i != j else np.array(K)
+    return sym_hessian_terms(get, pairs, cho, z, mu, V, float(sign))
+
+
+#: Bytes of the directions solved side by side in one triangular solve of the exact Hessian.
+HESSIAN_BATCH_BYTES = 16 * 2**20
+
+_HESSIAN_DTYPE = [np.dtype(np.float64)]
+
+
+class hessian_precision:
+    """Context manager: the P³ products of :func:`sym_hessian_terms` (L⁻¹D_aL⁻ᵀ) in ``dtype``.
+
+    float64 by default (the generated ``hessian*`` are exact). The quasi-Newton stage
+    (kren.saddle.quasi) asks for float32 — 3× the speed of float64 trmm — because its Hessians
+    only choose directions: the gradient, the line search and the convergence test stay
+    float64, and a Hessian accurate to ~1e-5 still gives Newton's convergence to any tol."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def __enter__(self):
+        _HESSIAN_DTYPE.append(self.dtype)
+        return self
+
+    def __exit__(self, *exc):
+        _HESSIAN_DTYPE.pop()
+        return False
+
+
+def _packed_index(P: int):
+    """Lower-triangle indices of a P×P matrix and the weights (√2 off the diagonal) that make
+    ⟨packed(X), packed(Y)⟩ = Tr(XY) for symmetric X, Y."""
+    i, j = np.tril_indices(P)
+    w = np.where(i == j, 1.0, np.sqrt(2.0))
+    return i * P + j, w
+
+
+def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0):
+    """T1, T2 of :func:`pair_hessian_terms` with ``get(p)`` returning K̃_p (P×P float64).
+
+    With A = LLᵀ: T1[a, b] = ⟨S_a, S_b⟩, S_a = L⁻¹D_aL⁻ᵀ symmetric (L⁻¹ once by trtri, then two
+    triangular products per direction, BLAS trmm on batches of directions side by side — 1.4×
+    the speed of trsm at P = 300 — spread over the cores with one BLAS thread each), Gram
+    product of the packed S_a by one SYRK (half the flops of the full product, half again for
+    the symmetry); T2 = YᵀY with Y = L⁻¹[D_a z].
+    """
+    from scipy.linalg.blas import dsyrk, dtrmm, dtrsm, strmm
+    from scipy.linalg.lapack import dtrtri
+    low = _HESSIAN_DTYPE[-1] == np.float32
+    trmm = strmm if low else dtrmm
+    L = np.asfortranarray(cho[0]) if not cho[0].flags.f_contiguous else cho[0]
+    if not cho[1]:
+        raise ValueError("sym_hessian_terms needs the lower Cholesky factor (cho_factor)")
+    with blas_context(L.shape[0]):
+        Linv, info = dtrtri(L, lower=1)                          # L⁻¹ (lower), P³/3 flops
+    if info != 0:
+        raise NotPositiveDefiniteError(f"trtri failed with info={info}")
+    if low:
+        Linv = np.asfortranarray(Linv, dtype=np.float32)
+    pairs = np.asarray(pairs)
+    n_p, P = len(pairs), L.shape[0]
+    z = np.asarray(z, dtype=np.float64)
+    idx, w = _packed_index(P)
+    F = np.empty((n_p, idx.size))
+    U = np.empty((n_p, P))
+    Gv = None
     if V is not None:
         V = np.asarray(V, dtype=np.float64)
         W = cho_solve(cho, V)                                    # A⁻¹V, (P, n)
-        G = np.einsum("ak,apl->pkl", W, (Kcat.reshape(P * n_p, P) @ W).reshape(P, n_p, -1))
-    F = (Ainv @ Kcat.reshape(P, n_p * P)).reshape(P, n_p, P)     # F[:, p, :] = A⁻¹D_p
-    del Kcat
-    Ff = np.ascontiguousarray(F.transpose(1, 0, 2)).reshape(n_p, P * P)
-    Ft = np.ascontiguousarray(F.transpose(1, 2, 0)).reshape(n_p, P * P)
-    del F
-    T1 = Ff @ Ft.T
-    T2 = U @ Ainv @ U.T
-    T1, T2 = 0.5 * (T1 + T1.T), 0.5 * (T2 + T2.T)
+        Gv = np.empty((n_p, V.shape[1], V.shape[1]))
+    def batch(ps):
+        """Directions ps side by side: one trsm for L⁻¹[D_a …], one for L⁻¹[(L⁻¹D_a)ᵀ …]."""
+        k = len(ps)
+        Dcat = np.empty((P, k * P), order="F", dtype=np.float32 if low else np.float64)
+        for c, p in enumerate(ps):
+            D = get(p)
+            if mu is not None:
+                i, j = pairs[p]
+                M = np.outer(mu[i], mu[j])
+                D -= M + M.T if i != j else M
+            U[p] = D @ z
+            if V is not None:
+                Gv[p] = W.T @ (D @ W)
+            Dcat[:, c * P:(c + 1) * P] = D
+        X = trmm(1.0, Linv, Dcat, lower=1, overwrite_b=1)        # L⁻¹D_a (D_a symmetric)
+        for c in range(k):                                       # (L⁻¹D_a)ᵀ = D_a L⁻ᵀ
+            blk = X[:, c * P:(c + 1) * P]
+            blk[...] = blk.T.copy()
+        S = trmm(1.0, Linv, X, lower=1, overwrite_b=1)           # L⁻¹ D_a L⁻ᵀ
+        for c, p in enumerate(ps):
+            Sp = S[:, c * P:(c + 1) * P]                         # F-ordered view
+            np.multiply(Sp.T.reshape(-1)[idx], w, out=F[p])
+
+    # the directions are independent: batches of BATCH spread over the cores, one BLAS thread
+    # each (no spinning BLAS threads when another process holds a core)
+    from .kernels import _threads
+    size = max(1, min(n_p, HESSIAN_BATCH_BYTES // max(1, 8 * P * P)))
+    batches = [list(range(s, min(s + size, n_p))) for s in range(0, n_p, size)]
+    threads = min(_threads(), len(batches)) if P >= 64 else 1
+    with single_blas_thread():
+        if threads == 1:
+            for b in batches:
+                batch(b)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(batch, batches))
+    with blas_context(P):
+        T1 = dsyrk(1.0, F.T, trans=1)                            # F Fᵀ, upper triangle
+        Y = dtrsm(1.0, L, np.asfortranarray(U.T), lower=1)        # L⁻¹Uᵀ
+        T2 = Y.T @ Y
+    T1 = np.triu(T1) + np.triu(T1, 1).T
+    return assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V, W if V is not None else None, sign)
+
+
+def assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V=None, W=None, sign=1.0):
+    """The blocks of :func:`pair_hessian_terms` from the per-direction results: T1, T2 over the
+    kernel directions, U[p] = D_p z and, with ``V`` (P, n) and W = A⁻¹V, Gv[p] = Wᵀ D_p W
+    (NumPy arrays, whichever backend computed them)."""
+    T2 = 0.5 * (T2 + T2.T)
     if V is None:
         return T1, T2
+    pairs = np.asarray(pairs)
+    n_p = len(pairs)
     k, l = pairs[:, 0], pairs[:, 1]
     diag = k == l
-    Gs = G + G.transpose(0, 2, 1)
+    Gs = Gv + Gv.transpose(0, 2, 1)
     X1 = Gs[:, k, l]                                             # Tr(Wᵀ D_p W E_q)
     X1[:, diag] *= 0.5
     zeta = V.T @ z
     Bz = np.zeros((n_p, V.shape[1]))                             # rows E_q ζ
     Bz[np.arange(n_p), k] += zeta[l]
     Bz[np.arange(n_p), l] += np.where(diag, 0.0, zeta[k])
-    M = V.T @ W
+    Mv = V.T @ W
     X2 = (U @ W) @ Bz.T                                          # (Wᵀ D_p z)ᵀ E_q ζ
     from .checks import packed_sandwich
-    T1 = np.block([[T1, sign * X1], [sign * X1.T, packed_sandwich(M, pairs)]])
-    T2 = np.block([[T2, sign * X2], [sign * X2.T, Bz @ M @ Bz.T]])
+    T1 = np.block([[T1, sign * X1], [sign * X1.T, packed_sandwich(Mv, pairs)]])
+    T2 = np.block([[T2, sign * X2], [sign * X2.T, Bz @ Mv @ Bz.T]])
     return T1, T2

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"FC": "#1f77b4", "LCN": "#2ca02c", "CNN": "#d62728"}
+COLORS = {"FC": "#1f77b4", "LCN": "#2ca02c", "CNN": "#d62728", "CNN-pool": "#9467bd"}
+ORDER = ["FC", "LCN", "CNN", "CNN-pool"]
 
 
 def _x_positions(Ns):
@@ -22,7 +23,8 @@ def _x_positions(Ns):
 def plot_test_error(rows, path, title="", P=None):
     """Test error (bias² + variance) against N for each architecture; N = ∞ marked."""
     fig, ax = plt.subplots(figsize=(6.2, 4.2), constrained_layout=True)
-    archs = sorted({r["arch"] for r in rows}, key=["FC", "LCN", "CNN"].index)
+    archs = sorted({r["arch"] for r in rows},
+                   key=lambda a: (ORDER.index(a) if a in ORDER else len(ORDER), a))
     xs_all = []
     for arch in archs:
         rs = sorted((r for r in rows if r["arch"] == arch), key=lambda r: r["N"])

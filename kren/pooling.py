@@ -17,6 +17,7 @@ import numpy as np
 from .generated import pool as _gen
 from .kernels import KernelTensor, _fill_blocks, _threads, check_memory, get_memory_budget
 from .linalg import triu_pairs
+from .guard import guarded
 
 __all__ = ["pooled_train_kernel", "pooled_cross_kernel", "pooled_test_diagonal",
            "pooled_unit_means", "pooled_nngp_kernel"]
@@ -49,6 +50,7 @@ def _chunk(n_blocks, block_bytes, fixed, budget, what):
     return int(max(1, min(n_blocks, _BLOCKS_PER_THREAD * _threads(), fit)))
 
 
+@guarded("pooled_train_kernel")
 def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> KernelTensor:
     """The pooled train×train tensor (THEORY §3b) in the FC shape the generated FC functions take:
     one block K_pool = (1/n²) Σ_ij K_ij = (1/n²)[Σ_i K_ii + Σ_{i<j}(K_ij + K_ijᵀ)] (blocks
@@ -78,7 +80,7 @@ def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> Kernel
     for s in range(0, len(pairs), chunk):
         pc = pairs[s:s + chunk]
         blk = buf[:len(pc)]
-        _fill_blocks(arch.act, blk, Z, Z, var, var, pc, scale)
+        _fill_blocks(arch.act, blk, Z, Z, var, var, pc, scale, (prep.name, prep.name))
         K += _gen.pooled_kernel_partial(blk, pc, n)
     mu = _gen.pooled_means(prep.mu)
     var_bar = prep.var.mean(axis=0, keepdims=True)
@@ -86,6 +88,7 @@ def pooled_train_kernel(arch, X, dtype=np.float64, memory_budget=None) -> Kernel
                         mu.astype(dtype, copy=False), var_bar.astype(dtype, copy=False))
 
 
+@guarded("pooled_cross_kernel")
 def pooled_cross_kernel(arch, X1, X2, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """K_pool(x1, x2) = (1/n²) Σ_ij K_ij(x1, x2) over all n² ordered patch pairs (K_ij(x1, x2) ≠
     K_ji(x1, x2)ᵀ for two different sets), shape (P1, P2): the test×train block of the pooled
@@ -113,11 +116,12 @@ def pooled_cross_kernel(arch, X1, X2, dtype=np.float64, memory_budget=None) -> n
     for s in range(0, len(pairs), chunk):
         pc = pairs[s:s + chunk]
         blk = buf[:len(pc)]
-        _fill_blocks(arch.act, blk, Z1, Z2, v1, v2, pc, scale)
+        _fill_blocks(arch.act, blk, Z1, Z2, v1, v2, pc, scale, (p1.name, p2.name))
         K += blk.sum(axis=0, dtype=np.float64)
     return K / n**2
 
 
+@guarded("pooled_test_diagonal")
 def pooled_test_diagonal(arch, X, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """K_pool(x0, x0) = (1/n²) Σ_ij K_ij(x0, x0) for every input, shape (P0,) (THEORY §3b, §4;
     the ``Kd`` of ``kren.generated.fc.renormalized_test_diagonal``). In chunks of inputs of
@@ -138,6 +142,7 @@ def pooled_test_diagonal(arch, X, dtype=np.float64, memory_budget=None) -> np.nd
     return out
 
 
+@guarded("pooled_unit_means")
 def pooled_unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     """μ̄(x) = (1/n) Σ_i μ_i(x), shape (1, P) (THEORY §3b; zero for erf and linear)."""
     from .kernels import unit_means
@@ -145,6 +150,7 @@ def pooled_unit_means(arch, X, dtype=np.float64) -> np.ndarray:
     return _gen.pooled_means(unit_means(arch, X, dtype=dtype))
 
 
+@guarded("pooled_nngp_kernel")
 def pooled_nngp_kernel(arch, X1, X2=None, dtype=np.float64, memory_budget=None) -> np.ndarray:
     """Infinite-width kernel of the pooled CNN (THEORY §2): (1/(λ1 n²)) Σ_ij K_ij(x1, x2), every
     block uniformly weighted. X2=None: the symmetric P×P kernel of X1, from the n(n+1)/2 blocks

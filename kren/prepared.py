@@ -83,7 +83,15 @@ class Prepared:
             parent, s, e = self._parent
             return parent.var[:, s:e]
         Z = self.patches
-        return _frozen(np.einsum("npm,npm->np", Z, Z) / (self.arch.lambda0 * Z.shape[2]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            var = np.einsum("npm,npm->np", Z, Z) / (self.arch.lambda0 * Z.shape[2])
+        if not np.all(np.isfinite(var)):
+            big = float(np.max(np.abs(self.X)))
+            raise InvalidDataError(
+                f"{self.name}: the local variances |x_i|²/(λ0 M) overflow float64 (inputs up to "
+                f"{big:.1e} in absolute value). To fix: standardize the inputs (e.g. "
+                "sklearn.preprocessing.StandardScaler) or rescale them to order 1")
+        return _frozen(var)
 
     @cached_property
     def mu(self) -> np.ndarray:

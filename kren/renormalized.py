@@ -31,6 +31,7 @@ from .cache import KernelCache, cached
 from .kernels import get_memory_budget
 from .linalg import single_blas_thread
 from .validation import InvalidParameterError, check_dtype
+from .guard import guarded
 
 __all__ = ["RenormalizedKernel", "posterior_moments", "CHUNK_BYTES"]
 
@@ -121,6 +122,7 @@ class RenormalizedKernel(Kernel):
                                       dtype=np.float64)
             yield rows, kR, kR00
 
+    @guarded("RenormalizedKernel.__call__")
     def __call__(self, X, Y=None, eval_gradient=False):
         """K_R(X, Y), shape (P1, P2); Y = None: K_R(X, X), symmetrized.
 
@@ -138,6 +140,7 @@ class RenormalizedKernel(Kernel):
             K = 0.5 * (K + K.T)
         return (K, np.empty((p1.P, p1.P, 0))) if eval_gradient else K
 
+    @guarded("RenormalizedKernel.diag")
     def diag(self, X) -> np.ndarray:
         """K_R(x, x) for every input, shape (P,) (generated ``renormalized_test_diagonal``)."""
         p = self._prepare(X, "X")
@@ -150,6 +153,7 @@ class RenormalizedKernel(Kernel):
                 Qa, Qba, Kd, arch.generated_means(part), arch.lambda1)
         return out
 
+    @guarded("RenormalizedKernel.on_tensor")
     def on_tensor(self, tensor) -> np.ndarray:
         """K_R over a stored train×train tensor (:class:`kren.kernels.KernelTensor`), (P, P):
         the generated ``renormalized_kernel`` (THEORY §3)."""
@@ -211,6 +215,7 @@ def _check_order_parameters(arch, Q, Qbar):
     return arch.generated_order_parameters(*out)
 
 
+@guarded("posterior_moments")
 def posterior_moments(kernel: RenormalizedKernel, X, X_train, cho, z):
     """GP regression with K_R (THEORY §4): mean ⟨f0⟩ = k_Rᵀ A⁻¹y and
     σ0² = K_R(x0, x0) − k_Rᵀ A⁻¹ k_R, from the Cholesky factor ``cho`` of A = T𝟙 + K_R and

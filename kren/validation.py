@@ -19,11 +19,13 @@ import warnings
 import numpy as np
 from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidParameterError
 
+from .errorbase import KrenError
+
 __all__ = ["InvalidParameterError", "InvalidDataError", "check_positive", "check_positive_int",
            "check_dtype", "check_inputs", "check_n_features", "check_targets"]
 
 
-class InvalidParameterError(_SkInvalidParameterError):
+class InvalidParameterError(KrenError, _SkInvalidParameterError):
     """A parameter has an invalid type or value; the message names the parameter.
 
     Subclass of :class:`sklearn.utils._param_validation.InvalidParameterError`, hence of both
@@ -31,7 +33,7 @@ class InvalidParameterError(_SkInvalidParameterError):
     """
 
 
-class InvalidDataError(ValueError, TypeError):
+class InvalidDataError(KrenError, ValueError, TypeError):
     """An input array or target vector is invalid (shape, NaN/inf, complex, non-numeric);
     the message names the array. Both ``ValueError`` and ``TypeError``."""
 

@@ -62,5 +62,36 @@ def test_solve_errors(tmp_path):
     bad.write_text(json.dumps({"arch": "cnn", "widht": 3}))
     with pytest.raises(SystemExit, match="widht"):
         main(["solve", "--config", str(bad)])
-    with pytest.raises(ValueError, match="T"):
+    # issue 9: a user error is one `kren: error:` line and exit status 2, no exception
+    # (this assertion was `pytest.raises(ValueError, match="T")` before)
+    with pytest.raises(SystemExit, match="T") as exc:
         main(["solve", "--arch", "fc", "--T", "0", "--P", "20", "--n-test", "5", "--classes", "0,1"])
+    assert exc.value.code == 2
+
+
+def test_demo_pooled_readout_beside_local(tmp_path, capsys):
+    """--archs CNN,CNN-pool: the pooled-readout CNN (THEORY §3b) runs beside the local one; its
+    row is the direct fit of kren.CNN(readout="pool") (a scalar Q: global renormalization)."""
+    rc = main(["demo", "--out", str(tmp_path), "--P", "60", "--n-test", "40",
+               "--N", "inf,20", "--archs", "CNN-pool,CNN", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.strip().startswith("N"))
+    assert head.split("|")[1:] and [c.strip() for c in head.split("|")[1:]] == ["CNN", "CNN-pool"]
+    d = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["arch"] for r in d["rows"]] == ["CNN", "CNN", "CNN-pool", "CNN-pool"]
+    ds = load_digits(classes="even-odd", n_train=60, n_test=40, seed=0)
+    m = kren.CNN(N=20, T=0.1, input_shape=(1, 8, 8), mask=2, stride=2,
+                 readout="pool").fit(ds.X_train, ds.y_train)
+    assert np.ndim(m.Q_) == 0 or np.size(m.Q_) == 1
+    row = next(r for r in d["rows"] if r["arch"] == "CNN-pool" and r["N"] == 20)
+    assert row["test_error"] == pytest.approx(m.test_error(ds.X_test, ds.y_test).total, rel=1e-7)
+    assert row["Q_summary"] == pytest.approx(float(np.ravel(m.Q_)[0]), rel=1e-7)
+
+
+def test_demo_bad_archs_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path), "--archs", "FC,RNN"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--archs" in err and "RNN" in err

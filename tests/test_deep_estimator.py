@@ -215,3 +215,30 @@ def test_sklearn_estimator_checks():
         status.setdefault(r["check_name"], set()).add(r["status"])
     failed = {name for name in PASSING_CHECKS if status.get(name) != {"passed"}}
     assert not failed, {name: status.get(name) for name in failed}
+
+
+def test_load_checks_the_deep_saddle_point(ds, tmp_path):
+    """A saved DeepFC is trusted only after the checks of kren.estimators.fitfile_deep: a Q moved
+    off the saddle point (×1.2: the relative gradient becomes ~0.1, far above the 10·tol load
+    limit), a Q̄ that is not 1/Q − 1, or a Q of the wrong length is a FitFileError naming the
+    field; N = inf round-trips with Q_l = 1 exactly."""
+    import json
+    m = kren.DeepFC(L=2, N=40, T=T, form="product", tol=1e-10).fit(ds.X_train, ds.y_train)
+    path = m.save(tmp_path / "p.json")
+    back = kren.estimators.load(path)
+    assert np.abs(back.predict(ds.X_test) - m.predict(ds.X_test)).max() < 1e-12
+    d = json.loads(path.read_text())
+    for field, value, match in (("Q", [q * 1.2 for q in d["Q"]], "saddle-point"),
+                                ("Qbar", [0.0, 0.0], "1/Q"),
+                                ("Q", d["Q"][:1], "one per layer")):
+        bad = dict(d, **{field: value})
+        if field == "Q" and match != "one per layer":
+            bad["Qbar"] = [1 / q - 1 for q in value]
+        p = tmp_path / "bad.json"
+        p.write_text(json.dumps(bad))
+        with pytest.raises(kren.FitFileError, match=match):
+            kren.estimators.load(p)
+    inf = kren.DeepFC(L=3, N=float("inf"), T=T, activation="relu").fit(ds.X_train, ds.y_train)
+    back = kren.estimators.load(inf.save(tmp_path / "inf.npz"))
+    assert np.array_equal(back.Q_, np.ones(3))
+    assert np.abs(back.predict(ds.X_test) - inf.predict(ds.X_test)).max() < 1e-12

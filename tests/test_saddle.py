@@ -296,3 +296,12 @@ def test_bad_arguments(digits):
                          1.0, False)
     with pytest.raises(ValueError, match="Qbar0"):
         solve(scalar, Q0=1.0, Qbar0=-2.0)
+
+
+def test_advised_tolerance_when_no_finite_gradient_was_reached():
+    """The advice's reachable tol is 10^ceil(log10(3·best)); with no finite gradient (NaN/inf
+    best, e.g. overflowing kernels) there is none to advise, and the report must not crash."""
+    import math
+    from kren.saddle.report import _reachable
+    assert _reachable(float("nan")) == math.inf and _reachable(math.inf) == math.inf
+    assert _reachable(2e-8) == pytest.approx(1e-7, rel=1e-12)

@@ -37,11 +37,13 @@ from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidP
 
 from ..architecture import Architecture
 from ..cache import KernelCache, cached
+from ..saddle.progress import Progress
+from ..tensors.storage import STORAGES, plan_storage, solver_tensor
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
-from .solve import SolverResult
+from ..guard import guarded
 from ..validation import InvalidParameterError, check_dtype, check_n_features, check_targets
-from .solve import solve_saddle
+from .solve import SolverResult, solve_saddle
 from .state import Fit
 
 __all__ = ["KrenEstimator", "TestError"]
@@ -85,6 +87,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         "dtype": [StrOptions({"float64", "float32"}), type, np.dtype],
         "memory_budget": [None, Interval(Real, 0, None, closed="neither")],
         "cache": [None, KernelCache],
+        "storage": [StrOptions(set(STORAGES))],
+        "device": [None, str],
+        "time_budget": [None, _POSITIVE],
+        "progress": ["boolean"],
     }
 
     # ------------------------------------------------------------ parameters
@@ -117,6 +123,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return "fit_" in self.__dict__
 
     # ------------------------------------------------------------ fitting
+    @guarded(".fit")
     def fit(self, X, y, Q0=None):
         """Solve the saddle-point equations of THEORY §3 on the training set (X, y).
 
@@ -130,10 +137,14 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         train = arch.prepare(X, "X")
         arch = train.arch
         y = check_targets(y, train.P)
+        # subclasses that predate these parameters get the defaults (storage "auto", NumPy)
+        storage, device = getattr(self, "storage", "auto"), getattr(self, "device", None)
+        time_budget, progress = getattr(self, "time_budget", None), getattr(self, "progress", False)
+        plan = plan_storage(arch, train.P, storage, dtype, self.memory_budget, device)
         tensor = cached(self.cache,
-                        lambda: KernelCache.key("train", arch, dtype, train),
-                        lambda: arch.train_tensor(train, dtype=dtype,
-                                                  memory_budget=self.memory_budget))
+                        lambda: KernelCache.key("train", arch, plan.dtype, train,
+                                                extra=(plan.mode, plan.device)),
+                        lambda: solver_tensor(arch, train, plan))
         N, T = float(self.N), float(self.T)
         if math.isinf(N):
             Q, Qbar = arch.identity_order_parameters()
@@ -142,12 +153,20 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                                   "N = inf: infinite-width limit, Q = 1 and Qbar = 0 exactly",
                                   method="exact")
         else:
-            sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
-                               max_iter=int(self.max_iter), memory_budget=self.memory_budget,
-                               Q0=Q0)
+            callback = None
+            if progress or time_budget is not None:
+                callback = Progress(time_budget, display=bool(progress),
+                                    total=int(self.max_iter)).start()
+            try:
+                sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
+                                   max_iter=int(self.max_iter), memory_budget=self.memory_budget,
+                                   Q0=Q0, callback=callback)
+            finally:
+                if callback is not None:
+                    callback.close()
             Q, Qbar, result, sol_cho, sol_z = sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
         fit = Fit.build(type(self).__name__, params, arch, train, y, tensor, Q, Qbar, T, N,
-                        dtype, result, sol_cho, sol_z)
+                        dtype, result, sol_cho, sol_z, storage=plan.describe())
         self.fit_ = fit                                   # the one state change, at the end
         if not result.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {result.message}",
@@ -176,8 +195,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                 f"Call fit(X, y) again, or set them back, before {what}")
         if not fit.result.converged and not allow_unconverged:
             raise UnconvergedError(
-                f"the saddle-point solver did not converge ({fit.result.message}); refit with a "
-                "larger max_iter or pass allow_unconverged=True to predict anyway")
+                f"the saddle-point solver did not converge ({fit.result.message}); refit as its "
+                "message advises, or pass allow_unconverged=True to predict anyway")
         return fit
 
     def _fit_for_save(self) -> Fit:
@@ -209,6 +228,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
     cho_ = property(lambda self: self._fit_or_raise().cho,
                     doc="Cholesky factor of A = T𝟙 + K_R at the saddle point.")
     z_ = property(lambda self: self._fit_or_raise().z, doc="z = A⁻¹y at the saddle point.")
+    storage_ = property(lambda self: self._fit_or_raise().storage,
+                        doc="How the fit held the train×train kernels: the storage mode "
+                            "('stored', 'float32', 'streaming'), dtype, device and why "
+                            "(kren.tensors.storage).")
     n_iter_ = property(lambda self: self._fit_or_raise().result.n_iter,
                        doc="Solver iterations of the fit (0 at N = ∞).")
     n_features_in_ = property(lambda self: self._fit_or_raise().train.X.shape[1],
@@ -225,6 +248,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return self.renormalized_kernel()
 
     # ------------------------------------------------------------ predicting
+    @guarded(".renormalized_kernel")
     def renormalized_kernel(self, X1=None, X2=None):
         """K_R(x, x') of THEORY §4 between X1 and X2 (default X1), a (P1, P2) matrix; with
         N = inf the NNGP kernel.
@@ -240,6 +264,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
             return K_R
         return K_R(X1, X2)
 
+    @guarded(".predict")
     def predict(self, X, return_var: bool = False, allow_unconverged: bool = False):
         """Predictor mean ⟨f0⟩ = k_Rᵀ A⁻¹ y and, with ``return_var``,
         σ0² = K_R(x0,x0) − k_Rᵀ A⁻¹ k_R (THEORY §4): GP regression with the fit's K_R and the
@@ -249,6 +274,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         mean, var = fit.predict(X, self.cache, self.memory_budget)
         return (mean, var) if return_var else mean
 
+    @guarded(".test_error")
     def test_error(self, X, y, allow_unconverged: bool = False) -> TestError:
         """ε = ⟨(y0 − f0)²⟩ = (y0 − ⟨f0⟩)² + σ0², averaged over the test set (THEORY §4)."""
         mean, var = self.predict(X, return_var=True, allow_unconverged=allow_unconverged)
@@ -257,6 +283,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         variance = float(np.mean(var))
         return TestError(bias2 + variance, bias2, variance, int(y.shape[0]))
 
+    @guarded(".train_error")
     def train_error(self, allow_unconverged: bool = False) -> float:
         """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] with the fit's T and A (THEORY §4)."""
         return self._usable_fit(allow_unconverged, "train_error").train_error()
@@ -267,7 +294,10 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         from .persistence import fit_to_dict
         return fit_to_dict(self._fit_for_save())
 
+    @guarded(".save")
     def save(self, path):
-        """Write the fit to ``.json`` (parameters, Q, Q̄, diagnostics, training data) or ``.npz``."""
+        """Write the fit to ``.json`` (parameters, Q, Q̄, diagnostics, training data) or ``.npz``,
+        atomically: a save that fails leaves any previous file at ``path`` intact. The parameters
+        written are those the fit was made with (a parameter changed since is warned about)."""
         from .persistence import save_fit
         return save_fit(self._fit_for_save(), path)

@@ -39,6 +39,7 @@ from ..cache import KernelCache, cached
 from ..deep_architecture import DeepArchitecture, check_widths
 from ..deep_renormalized import DeepRenormalizedKernel
 from ..exceptions import ConvergenceWarning
+from ..guard import guarded
 from ..saddle import solve
 from ..saddle.deep import FORMS, deep_problem, nested_activation
 from ..validation import InvalidParameterError, check_dtype, check_targets
@@ -79,7 +80,7 @@ class DeepFit(Fit):
         N = float("inf") if widths is None else float(widths[-1])
         return cls(estimator, dict(params), arch, train, _frozen(np.asarray(y, dtype=float)),
                    kernels, Q, Qbar, float(T), N, np.dtype(np.float64), cho, _frozen(z), result,
-                   K_R, form, widths)
+                   K_R_train=K_R, form=form, widths=widths)
 
     @cached_property
     def K_R(self) -> np.ndarray:
@@ -188,6 +189,7 @@ class DeepFC(KrenEstimator):
         return check_widths(self.N, arch.L)
 
     # ------------------------------------------------------------ fitting
+    @guarded(".fit")
     def fit(self, X, y, Q0=None):
         """Solve ∂S/∂Q_l = 0 (THEORY §3d) on the training set (X, y) with the driver of
         :mod:`kren.saddle`; ``Q0`` (L,) optionally starts it (e.g. the solution at a neighbouring
@@ -225,16 +227,13 @@ class DeepFC(KrenEstimator):
                           f"{result.message}", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _restore(self, X, y, Q, result):
-        """Rebuild a saved fit (:func:`kren.estimators.load`): the kernels and the factor of A
-        from the stored training data at the stored Q."""
-        arch = self._check_params()
-        train = arch.prepare(X, "X_train")
-        arch = arch.with_input(train)
-        kernels = arch.train_kernels(train, memory_budget=self.memory_budget)
+    def _restore(self, arch, train, y, kernels, Q, result, cho=None, z=None):
+        """Install a saved fit that :mod:`kren.estimators.fitfile_deep` has checked: the kernels
+        rebuilt from the stored training data, the stored Q, and the factor of A from the check's
+        evaluation (None: factorized here)."""
         self.fit_ = DeepFit.build_deep(type(self).__name__, self.get_params(deep=False), arch,
                                        train, y, kernels, Q, float(self.T), self._widths(arch),
-                                       self.form, result)
+                                       self.form, result, cho, z)
         return self
 
     # ------------------------------------------------------------ fitted attributes

@@ -17,7 +17,8 @@ class FC(KrenEstimator):
     _kind = "fc"
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None, *,
-                 tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None):
+                 tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None,
+                 storage="auto", device=None, time_budget=None, progress=False):
         self.N = N
         self.T = T
         self.lambda0 = lambda0
@@ -29,6 +30,10 @@ class FC(KrenEstimator):
         self.dtype = dtype
         self.memory_budget = memory_budget
         self.cache = cache
+        self.storage = storage
+        self.device = device
+        self.time_budget = time_budget
+        self.progress = progress
         self._check_params()
 
     @property

@@ -25,7 +25,8 @@ class _Local(KrenEstimator):
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None,
                  mask=None, stride=None, padding="valid", *, tol=1e-9, max_iter=1000,
-                 dtype="float64", memory_budget=None, cache=None):
+                 dtype="float64", memory_budget=None, cache=None, storage="auto", device=None,
+                 time_budget=None, progress=False):
         self.N = N
         self.T = T
         self.lambda0 = lambda0
@@ -40,6 +41,10 @@ class _Local(KrenEstimator):
         self.dtype = dtype
         self.memory_budget = memory_budget
         self.cache = cache
+        self.storage = storage
+        self.device = device
+        self.time_budget = time_budget
+        self.progress = progress
         self._check_params()
 
     def patch_importance(self) -> np.ndarray:
@@ -70,11 +75,13 @@ class CNN(_Local):
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None,
                  mask=None, stride=None, padding="valid", readout="local", *, tol=1e-9,
-                 max_iter=1000, dtype="float64", memory_budget=None, cache=None):
+                 max_iter=1000, dtype="float64", memory_budget=None, cache=None,
+                 storage="auto", device=None, time_budget=None, progress=False):
         self.readout = readout
         super().__init__(N, T, lambda0, lambda1, activation, input_shape, mask, stride, padding,
                          tol=tol, max_iter=max_iter, dtype=dtype, memory_budget=memory_budget,
-                         cache=cache)
+                         cache=cache, storage=storage, device=device, time_budget=time_budget,
+                         progress=progress)
 
 
 class LCN(_Local):

@@ -1,8 +1,23 @@
 """Saving and loading fits (``.json`` or ``.npz``): parameters, Q, Q̄, diagnostics, training data.
 
 A save writes the parameters the fit was made with (``Fit.params``), never the estimator's
-current ones. A load rebuilds the kernels and the factor of A = T𝟙 + K_R from the stored
-training data after checking the stored data fingerprint.
+current ones, to a temporary file in the destination's folder that is renamed over it
+(:mod:`kren.atomic`): a save that fails part-way (a full disk) leaves the previous file intact.
+
+A load trusts nothing in the file (:mod:`.fitfile` reads and checks every field, naming the file
+and the field in a :class:`kren.exceptions.FitFileError`): the format version, the estimator,
+every parameter (validated as ``fit`` validates them), the training data and their fingerprint,
+the shapes, finiteness and definiteness of Q and Q̄, the solver diagnostics, and finally that
+the stored Q satisfies the saddle-point equations of the stored data and parameters
+(:mod:`.verify`: one evaluation of the generated action gradient). The factor of
+A = T𝟙 + K_R from that evaluation is the one the loaded fit predicts with.
+
+File format (``format_version`` 2): a JSON object ``{"format": "kren-fit", "format_version": 2,
+"estimator", "kren_version", "params", "architecture", "Q", "Qbar", "result", "alpha",
+"data_fingerprint", "P"}`` plus ``X_train``, ``y_train`` (``.json``), or that object as the
+string array ``meta`` beside the arrays ``X_train``, ``y_train``, ``Q``, ``Qbar`` (``.npz``).
+Files written before versions were recorded (no ``format`` key) are read as version 1, the same
+layout.
 """
 from __future__ import annotations
 
@@ -13,11 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from ..activations import Activation
-from ..prepared import fingerprint
-from .solve import SolverResult
-from .state import RESOURCE_PARAMS, Fit
+from ..atomic import atomic_write
+from ..exceptions import FitFileError
+from ..guard import guarded
+from ..validation import InvalidParameterError
+from .state import Fit
 
-__all__ = ["fit_to_dict", "save_fit", "load"]
+__all__ = ["fit_to_dict", "save_fit", "load", "FORMAT", "FORMAT_VERSION", "SUFFIXES"]
+
+FORMAT = "kren-fit"
+FORMAT_VERSION = 2
+SUFFIXES = (".json", ".npz")
 
 
 def _jsonable(obj):
@@ -28,6 +49,8 @@ def _jsonable(obj):
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return v if math.isfinite(v) else str(v)
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.ndarray):
@@ -39,83 +62,73 @@ def _jsonable(obj):
     return obj
 
 
+def activation_key(activation) -> str:
+    """The name (built-in or registered activation) or ``name:fingerprint`` key (a user σ) that
+    identifies ``activation`` in a saved file."""
+    if isinstance(activation, str):
+        return activation
+    if not isinstance(activation, Activation):
+        raise InvalidParameterError(f"activation must be a name or a kren.activations.Activation, "
+                                    f"got {type(activation).__name__}")
+    return activation.key
+
+
 def fit_to_dict(fit: Fit) -> dict:
-    """Parameters, solution, diagnostics and data fingerprint (JSON-serialisable)."""
+    """Format header, parameters, solution, diagnostics and data fingerprint (JSON-serialisable)."""
     params = {k: v for k, v in fit.params.items() if k != "cache"}
+    if "activation" in params:
+        params["activation"] = activation_key(params["activation"])
     return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "estimator": fit.estimator,
         "kren_version": __import__("kren").__version__,
         "params": _jsonable(params),
-        "architecture": fit.arch.describe(),
+        "architecture": _jsonable(fit.arch.describe()),
         "Q": np.asarray(fit.Q).tolist(),
         "Qbar": np.asarray(fit.Qbar).tolist(),
         "result": _jsonable(fit.result.to_dict()),
-        "alpha": fit.alpha if math.isfinite(fit.N) else _jsonable(fit.P / fit.N),
+        "alpha": _jsonable(fit.alpha),
         "data_fingerprint": fit.data_fingerprint,
         "P": int(fit.P),
     }
 
 
 def save_fit(fit: Fit, path) -> Path:
-    """Write ``fit`` to ``path`` (.json: everything as JSON; .npz: arrays and a JSON header)."""
+    """Write ``fit`` to ``path`` atomically (.json: everything as JSON; .npz: arrays and a JSON
+    header ``meta``). Returns the path."""
     path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise InvalidParameterError(f"save path must end in .json or .npz, got {path.name!r}")
     d = fit_to_dict(fit)
     X, y = fit.train.X, fit.y
     if path.suffix == ".json":
         d["X_train"] = X.tolist()
         d["y_train"] = y.tolist()
-        path.write_text(json.dumps(d, indent=1))
-    elif path.suffix == ".npz":
-        np.savez_compressed(path, meta=json.dumps(d), X_train=X, y_train=y,
-                            Q=np.asarray(fit.Q), Qbar=np.asarray(fit.Qbar))
-    else:
-        raise ValueError(f"save path must end in .json or .npz, got {path.name!r}")
-    return path
+        text = json.dumps(d, indent=1).encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(text))
+    meta = json.dumps(d)
+    return atomic_write(path, lambda fh: np.savez_compressed(
+        fh, meta=np.array(meta), X_train=X, y_train=y, Q=np.asarray(fit.Q),
+        Qbar=np.asarray(fit.Qbar)))
 
 
-def load(path):
-    """Load a fit written by ``save`` and restore it so it can predict.
+@guarded("load")
+def load(path, activation=None):
+    """Load a fit written by ``save``, check it (module docstring) and restore it so that it can
+    predict. Returns the estimator.
 
-    The kernels and the Cholesky factor of A are rebuilt from the stored training data; the
-    stored data fingerprint is checked.
+    ``activation``: the activation object of a fit made with a user-defined σ (a file stores
+    only its key ``name:fingerprint``, which resolves by itself once the same σ is registered
+    with :func:`kren.activations.register`); its key must match the stored one.
+
+    Raises :class:`FileNotFoundError` for a missing file and :class:`kren.exceptions.FitFileError`
+    (naming the file and the field) for anything unreadable or inconsistent.
     """
-    from . import CNN, FC, LCN, DeepFC
+    from .fitfile import read_fit_file, restore
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved fit at {path}")
-    if path.suffix == ".json":
-        d = json.loads(path.read_text())
-        X, y = np.asarray(d["X_train"], float), np.asarray(d["y_train"], float)
-        Q, Qbar = d["Q"], d["Qbar"]
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            d = json.loads(str(f["meta"]))
-            X, y, Q, Qbar = f["X_train"], f["y_train"], f["Q"], f["Qbar"]
-    else:
-        raise ValueError(f"expected a .json or .npz file, got {path.name!r}")
-    if fingerprint(X, y) != d["data_fingerprint"]:
-        raise ValueError(f"{path}: training data do not match the stored fingerprint")
-    cls = {"FC": FC, "LCN": LCN, "CNN": CNN, "DeepFC": DeepFC}[d["estimator"]]
-    params = {k: (float(v) if k == "N" and isinstance(v, str) else v)
-              for k, v in d["params"].items() if k not in RESOURCE_PARAMS or k == "memory_budget"}
-    for k in ("input_shape", "mask", "stride"):
-        if isinstance(params.get(k), list):
-            params[k] = tuple(params[k])
-    est = cls(**params)
-    r = d["result"]
-    numeric = {"grad_norm", "rel_grad_norm", "action", "seconds"}
-    result = SolverResult(**{k: (float(v) if k in numeric else v) for k, v in r.items()})
-    if hasattr(est, "_restore"):            # estimators with their own fitted state (DeepFC)
-        return est._restore(X, y, np.asarray(Q, float), result)
-    arch = est._check_params()
-    train = arch.prepare(X, "X_train")
-    arch = train.arch
-    dtype = np.dtype(est.dtype)
-    tensor = arch.train_tensor(train, dtype=dtype, memory_budget=est.memory_budget)
-    if arch.structure == "scalar":
-        Q, Qbar = float(np.asarray(Q)), float(np.asarray(Qbar))
-    else:
-        Q, Qbar = np.asarray(Q, float), np.asarray(Qbar, float)
-    est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor, Q,
-                         Qbar, float(est.T), float(est.N), dtype, result)
-    return est
+    if path.suffix not in SUFFIXES:
+        raise FitFileError(path, "(file)", f"expected a .json or .npz file, got {path.name!r}")
+    return restore(read_fit_file(path), path, activation=activation)

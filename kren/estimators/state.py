@@ -26,7 +26,8 @@ from .solve import SolverResult
 __all__ = ["Fit", "RESOURCE_PARAMS", "same_value"]
 
 #: Parameters that decide how, not what, is computed: changing them does not make a fit stale.
-RESOURCE_PARAMS = frozenset({"memory_budget", "cache"})
+RESOURCE_PARAMS = frozenset({"memory_budget", "cache", "storage", "device", "time_budget",
+                             "progress"})
 
 
 def _normalize(v):
@@ -72,7 +73,8 @@ class Fit:
     inputs), ``y`` (float64 targets), ``tensor`` (the train×train kernel tensor the action
     needs), ``Q``, ``Qbar`` (floats for FC, n×n arrays otherwise), ``T``, ``N``, ``dtype``,
     ``cho`` (the Cholesky factor of A = T𝟙 + K_R) and ``z`` = A⁻¹y, ``result`` (the
-    :class:`kren.saddle.SolverResult`).
+    :class:`kren.saddle.SolverResult`), ``storage`` (how the solver held the kernels,
+    :meth:`kren.tensors.storage.StoragePlan.describe`).
     """
 
     estimator: str
@@ -90,10 +92,11 @@ class Fit:
     z: np.ndarray
     result: SolverResult
     K_R_train: np.ndarray | None = field(default=None, repr=False)
+    storage: str | None = None
 
     @classmethod
     def build(cls, estimator, params, arch, train, y, tensor, Q, Qbar, T, N, dtype, result,
-              cho=None, z=None):
+              cho=None, z=None, storage=None):
         """Freeze the arrays; when the solver returned no factor of A (scalar problems, N = ∞),
         build K_R over the training set and factorize A = T𝟙 + K_R once (THEORY §3)."""
         from ..linalg import cho_factor, cho_solve
@@ -106,7 +109,8 @@ class Fit:
             K_R.flags.writeable = False
         cho = (_frozen(cho[0]), cho[1])
         return cls(estimator, dict(params), arch, train, _frozen(y), tensor,
-                   Q, Qbar, float(T), float(N), np.dtype(dtype), cho, _frozen(z), result, K_R)
+                   Q, Qbar, float(T), float(N), np.dtype(dtype), cho, _frozen(z), result, K_R,
+                   storage)
 
     # ------------------------------------------------------------------ derived, lazily
     @property

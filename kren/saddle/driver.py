@@ -4,14 +4,18 @@ one line search (:mod:`kren.saddle.linesearch`), one merit (:mod:`kren.saddle.me
 progress monitor (:mod:`kren.saddle.monitor`) and one failure report (:mod:`kren.saddle.report`).
 
 ``method="auto"``:
-* Newton with the exact Hessian first when the problem generates one that costs at most
+* Newton first when the problem generates one that costs at most
   NEWTON_FLOPS flops and half the memory budget (every scalar problem, LCN/CNN of moderate
   size), Anderson from the best point if Newton stops short;
 * else, when the exact Hessian fits in memory, Anderson for at most ANDERSON_BEFORE_NEWTON
   iterations, then Newton with the exact Hessian;
 * else (units with a mean, or a Hessian too large to store) Anderson while it makes progress,
   then Newton on Hessian-vector products (GMRES) if it stalls or diverges.
-``method="newton"``: Newton only (exact Hessian where it fits, else Hessian-vector products);
+``method="newton"``: Newton only (exact Hessian at every step where it fits, else
+Hessian-vector products); ``method="quasi-newton"``: the same stage with exact Hessians only
+where quasi-Newton updates go stale. "auto" runs its Newton stages with exact Hessians that
+way too (:mod:`kren.saddle.quasi`: BFGS or SR1 updates between exact Hessians), so a small
+problem spends its time in evaluations rather than in Hessians.
 ``method="anderson"``: Anderson only. A later stage starts from the best point of the earlier
 ones, unless the last one stopped at the precision floor (kren.saddle.report.precision_limited);
 ``callback(it, ev)`` returning True stops the solve (a progress display or time budget).
@@ -29,18 +33,20 @@ from .anderson import anderson
 from .merit import merit_for
 from .monitor import Monitor, Outcome
 from .newton import newton
+from .quasi import quasi_newton
 from .report import build_result, precision_limited
 from .result import Solution
 
 __all__ = ["solve", "plan", "METHODS", "NEWTON_FLOPS", "ANDERSON_BEFORE_NEWTON"]
 
-METHODS = ("auto", "newton", "anderson")
+METHODS = ("auto", "newton", "quasi-newton", "anderson")
 #: Newton with the exact Hessian runs first when one Hessian costs at most this many flops.
 NEWTON_FLOPS = 2.5e10
 #: Anderson iterations before switching to Newton when the exact Hessian fits in memory.
 ANDERSON_BEFORE_NEWTON = 30
 
 _LABEL = {("newton", True): "newton (exact Hessian)",
+          ("quasi", True): "quasi-newton (exact Hessians where the updates go stale)",
           ("newton", False): "newton (Hessian-vector products, GMRES)",
           ("anderson", None): "anderson fixed point"}
 
@@ -54,7 +60,7 @@ def plan(problem, method: str = "auto", memory_budget: int | None = None) -> lis
         from ..kernels import get_memory_budget
         memory_budget = get_memory_budget()
     fits = cost is not None and cost[1] <= memory_budget // 2
-    if method == "newton":
+    if method in ("newton", "quasi-newton"):
         return [("newton", fits, None)]
     if method == "anderson":
         return [("anderson", None, None)]
@@ -63,6 +69,14 @@ def plan(problem, method: str = "auto", memory_budget: int | None = None) -> lis
     if fits:
         return [("anderson", None, ANDERSON_BEFORE_NEWTON), ("newton", True, None)]
     return [("anderson", None, None), ("newton", False, None)]
+
+
+def _updates_meaningful(problem, ev, tol) -> bool:
+    """Quasi-Newton updates are built from gradient differences: where float64 round-off
+    ε·κ(A) already exceeds tol at the start (a precision-limited problem, e.g. T = 1e-10 on
+    duplicated points) those differences are noise, and the Newton stage keeps exact Hessians."""
+    kappa = problem.condition(ev)
+    return bool(math.isfinite(kappa) and problem.eps * kappa <= tol)
 
 
 def _check(tol, max_iter):
@@ -113,7 +127,11 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
         def relay(it, e, offset=n_iter):
             return callback(offset + it, e) if callback is not None else None
 
-        if kind == "newton":
+        if kind == "newton" and exact and method != "newton" and _updates_meaningful(
+                problem, ev, tol):
+            kind = "quasi"                    # exact Hessians only where the updates go stale
+            out = quasi_newton(problem, ev, merit, tol=tol, max_iter=budget, callback=relay)
+        elif kind == "newton":
             out = newton(problem, ev, merit, tol=tol, max_iter=budget, exact=exact,
                          callback=relay)
         else:
@@ -128,6 +146,8 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
             break                             # (at the precision floor no method does better)
         ev = best                             # the next stage starts from the best point
     status = out.status
+    if status == "stopped" and getattr(callback, "stop_reason", None):
+        out.detail["reason"] = callback.stop_reason
     final = out.ev if status == "converged" else best
     result = build_result(problem, status, final, tol=tol, max_iter=max_iter, n_iter=n_iter,
                           history=history, method=", then ".join(names) or "none", t0=t0,

@@ -37,7 +37,8 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
     T = _positive(T, "T (temperature)")
     N = _positive(N, "N")
     lambda1 = _positive(lambda1, "lambda1")
-    P = np.asarray(tensor.blocks).shape[1]
+    blocks = tensor.blocks
+    P = (blocks.shape if hasattr(blocks, "shape") else np.asarray(blocks).shape)[1]
     y = np.asarray(y, dtype=float)
     if y.shape != (P,) or not np.all(np.isfinite(y)):
         raise ValueError(f"y must be a finite vector of the P = {P} targets, got shape {y.shape}")

@@ -33,18 +33,28 @@ class MatrixProblem:
 
     def __init__(self, tensor, y, T, N, lambda1, zero_mean: bool, diagonal: bool):
         from ..generated import cnn, lcn
+        from ..tensors.source import is_source
         n = int(tensor.n)
-        blocks, pairs = np.asarray(tensor.blocks), np.asarray(tensor.pairs)
+        blocks, pairs = tensor.blocks, np.asarray(tensor.pairs)
+        lazy = is_source(blocks)           # packed, streamed or device tensor: never an array
+        if not lazy:
+            blocks = np.asarray(blocks)
         self.structure = "diagonal" if diagonal else "matrix"
         if diagonal:
             d = pairs[:, 0] == pairs[:, 1]
             if not d.all():
+                if lazy:
+                    raise ValueError("the diagonal (LCN) structure needs a tensor of the blocks "
+                                     "K_ii only; this packed/streamed tensor holds others")
                 blocks, pairs = blocks[d], pairs[d]
             order = np.argsort(pairs[:, 0])
             if not np.array_equal(pairs[order, 0], np.arange(n)):
                 raise ValueError(f"the diagonal (LCN) structure needs the blocks K_ii of all "
                                  f"n = {n} patches, the tensor holds pairs {pairs.tolist()}")
             if not np.array_equal(order, np.arange(n)):
+                if lazy:
+                    raise ValueError("the blocks K_ii of a packed/streamed tensor must be in "
+                                     "patch order")
                 blocks, pairs = blocks[order], pairs[order]
             self.iu = (np.arange(n), np.arange(n))
         else:
@@ -60,7 +70,11 @@ class MatrixProblem:
         self.n, self.diagonal = n, bool(diagonal)
         self.zero_mean, self.minimization = bool(zero_mean), bool(zero_mean)
         self.T, self.N, self.lambda1 = float(T), float(N), float(lambda1)
-        self.eps = float(np.finfo(blocks.dtype).eps)
+        # every accumulation, factorization and the gradient are float64 (kren.linalg,
+        # kren.tensors.mixed): the round-off floor of the solve is float64's whatever the
+        # storage; storage_eps is the precision of the stored kernels themselves
+        self.eps = float(np.finfo(np.float64).eps)
+        self.storage_eps = float(np.finfo(blocks.dtype).eps)
         self.k = len(self.iu[0])
         self.dim = self.k if zero_mean else 2 * self.k
         self._offdiag = self.iu[0] != self.iu[1]
@@ -180,23 +194,28 @@ class MatrixProblem:
         return self.gen.hessian(Q, Qb, self.blocks, self.pairs, self.mu, *args)
 
     def hessian_cost(self) -> tuple[float, int]:
-        """(flops, bytes) of one exact Hessian: one P × P × n_p·P GEMM and a Gram product (with
-        unit means also n_p products of P × P by P × n blocks)."""
+        """(flops, bytes) of one exact Hessian in the symmetric form of
+        :func:`kren.linalg.sym_hessian_terms`: two triangular solves per block (2 n_p P³) and
+        the packed Gram product (n_p² P²/2); with unit means also n_p products of P × P by
+        P × n blocks. Memory: the packed L⁻¹K̃_pL⁻ᵀ (n_p P²/2 values) and a few P×P arrays."""
         n_p, P = self.blocks.shape[0], self.blocks.shape[1]
-        flops = 2.0 * n_p * P ** 3 + 2.0 * n_p ** 2 * P ** 2
+        flops = 2.0 * n_p * P ** 3 + 0.5 * n_p ** 2 * P ** 2
         if not self.zero_mean:
             flops += 2.0 * n_p * P ** 2 * self.n + 8.0 * n_p ** 2 * P
-        return flops, 3 * n_p * P * P * 8
+        return flops, (n_p * P * (P + 1) // 2 + 4 * P * P) * 8
 
     def condition(self, ev: Evaluation) -> float:
         """(max L_ii / min L_ii)² of the Cholesky factor L of A: a lower bound on κ(A)."""
         if ev.cho is None:
             return float("nan")
-        d = np.abs(np.diagonal(ev.cho[0]))
+        from ..linalg import cho_diagonal
+        d = np.abs(cho_diagonal(ev.cho))
         return float((np.max(d) / np.min(d)) ** 2) if np.min(d) > 0 else float("inf")
 
     def solution(self, ev: Evaluation):
+        from ..linalg import cho_to_numpy
         Q, Qb = self.unpack(ev.x)
         if self.zero_mean:
             Qb = self.gen.eliminated_Qbar(Q)
-        return self._matrix(Q), self._matrix(Qb), ev.cho, ev.z
+        cho = None if ev.cho is None else cho_to_numpy(ev.cho)
+        return self._matrix(Q), self._matrix(Qb), cho, None if ev.z is None else np.asarray(ev.z)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..linalg import single_blas_thread
 from .krylov import krylov_direction
 from .linesearch import line_search
 from .monitor import Monitor, Outcome
@@ -24,7 +25,12 @@ def newton_direction(problem, ev, exact: bool) -> np.ndarray | None:
         return krylov_direction(problem, ev, rtol=float(np.clip(np.sqrt(ev.rel), 1e-6, 0.1)))
     H = problem.hessian(ev)
     H = 0.5 * (H + H.T)
-    if problem.minimization:
+    with single_blas_thread():               # n_p × n_p: threads only add contention
+        return _solve(H, g, problem.minimization)
+
+
+def _solve(H, g, minimization):
+    if minimization:
         w = np.linalg.eigvalsh(H)
         top = max(1.0, abs(w[-1]))
         shift = 0.0 if w[0] > 1e-12 * top else 1.1 * (-w[0]) + 1e-10 * top

@@ -21,12 +21,15 @@ _WHAT = {
     "nonfinite": "diverged: the action or gradient became non-finite",
     "line_search": "line search failed along the {direction} direction ({search})",
     "max_iter": "max_iter = {max_iter} iterations used up{falling}",
-    "stopped": "stopped by the callback",
+    "stopped": "stopped by the callback{reason}",
 }
 
 
 def _reachable(best_rel: float) -> float:
-    """A tolerance above the best relative gradient reached: 10^ceil(log10(3 × best))."""
+    """A tolerance above the best relative gradient reached: 10^ceil(log10(3 × best))
+    (infinite when no finite gradient was reached)."""
+    if not math.isfinite(best_rel):
+        return float("inf")
     return 10.0 ** math.ceil(math.log10(max(3.0 * best_rel, 1e-300)))
 
 
@@ -38,6 +41,19 @@ def precision_limited(problem, ev, status: str, tol: float) -> bool:
     return status in ("stalled", "line_search", "nonfinite") and problem.eps * kappa > tol
 
 
+def _storage_eps(problem) -> float:
+    return float(getattr(problem, "storage_eps", problem.eps))
+
+
+def precision_note(problem) -> str:
+    """What the precision of the stored kernels means for the answer (empty for float64)."""
+    if _storage_eps(problem) <= 1e-12 or problem.eps > 1e-12:
+        return ""
+    return (" Kernels stored in float32, accumulations, factorization and gradient in float64: "
+            "Q solves the saddle point of the float32-rounded kernels to tol; against float64 "
+            "kernels expect differences of order 1e-7·κ(A).")
+
+
 def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
     """What to change, from the kind of failure and the conditioning of A at ``ev``: a stall,
     collapsed line search or non-finite value where the round-off ε·κ(A) of the stored kernels
@@ -47,6 +63,10 @@ def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
     tips = []
     kappa = problem.condition(ev)
     kappa = kappa if math.isfinite(kappa) else float("inf")
+    if status in ("stalled", "line_search") and _storage_eps(problem) > 1e-12:
+        tips.append("store the kernels in float64 (storage='stored' with dtype='float64', or "
+                    "'streaming'): with float32 storage the arithmetic is float64 but A is "
+                    "assembled from kernels rounded to 1e-7")
     if precision_limited(problem, ev, status, tol):
         if problem.eps > 1e-12:
             tips.append(f"use dtype='float64' (the kernels are stored in float32: round-off "
@@ -69,7 +89,8 @@ def advice(problem, ev, status: str, tol: float, best_rel: float) -> str:
     elif status == "max_iter":
         tips.append("raise max_iter, or pass the returned Q (and Qbar) as Q0 to continue")
     elif status == "stopped":
-        tips.append("pass the returned Q (and Qbar) as Q0 to continue")
+        tips.append("pass the returned Q (and Qbar) as Q0 to continue (and raise the time "
+                    "budget, if it was the time budget that stopped the solve)")
     return "To fix: " + "; or ".join(tips) + "."
 
 
@@ -81,12 +102,14 @@ def build_result(problem, status: str, ev, *, tol: float, max_iter: int, n_iter:
     converged = status == "converged" and ev.rel <= tol
     seconds = time.perf_counter() - t0
     if converged:
-        message = f"converged: relative gradient norm {ev.rel:.2e} <= {tol:.0e}"
+        message = (f"converged: relative gradient norm {ev.rel:.2e} <= {tol:.0e}"
+                   f"{precision_note(problem)}")
     else:
         falling = detail.get("falling")
         fields = dict(best=best_rel, last=detail.get("last", ev.rel), window=detail.get("window"),
                       merit=detail.get("merit", "merit"), direction=detail.get("direction", ""),
                       search=detail.get("search", ""), max_iter=max_iter,
+                      reason=(f" ({detail['reason']})" if detail.get("reason") else ""),
                       falling=(f" while the relative gradient was still falling ({falling[0]:.1e} "
                                f"→ {falling[1]:.1e} over the last iterations)" if falling else ""))
         what = _WHAT.get(status, status).format(**fields)

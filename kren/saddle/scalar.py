@@ -53,7 +53,8 @@ class ScalarProblem:
         self.n, self.zero_mean, self.minimization = 1, bool(zero_mean), bool(zero_mean)
         self.dim = 1 if zero_mean else 2
         self.T, self.N, self.lambda1 = float(T), float(N), float(lambda1)
-        self.eps = float(np.finfo(blocks.dtype).eps)
+        self.eps = float(np.finfo(np.float64).eps)          # the eigenbasis is float64
+        self.storage_eps = float(np.finfo(blocks.dtype).eps)
         self.P = blocks.shape[1]
         K = blocks[0].astype(np.float64)
         mu = np.asarray(tensor.mu, dtype=np.float64).reshape(-1)
