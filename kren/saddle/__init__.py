@@ -4,12 +4,14 @@
     sol = solve(problem, tol=1e-9)          # sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
 
 Modules, one idea each: :mod:`.problem` (the protocol and an evaluation), :mod:`.scalar` and
-:mod:`.matrix` (the problems, calling only generated functions), :mod:`.factory`
+:mod:`.matrix` (the problems, calling only generated functions; :mod:`.deep` the deep FC
+problems, one Q_l per layer), :mod:`.factory`
 (``problem_for``), :mod:`.driver` (``solve`` and its method policy), :mod:`.newton`,
 :mod:`.krylov`, :mod:`.anderson` (the iterations), :mod:`.linesearch`, :mod:`.merit`,
 :mod:`.monitor` (stagnation, divergence), :mod:`.report` (the one failure report),
 :mod:`.result` (SolverResult, Solution, ConvergenceWarning).
 """
+from .deep import NestedProblem, ProductProblem, deep_problem
 from .driver import METHODS, plan, solve
 from .factory import STRUCTURES, problem_for
 from .matrix import MatrixProblem
@@ -19,4 +21,4 @@ from .scalar import ScalarProblem
 
 __all__ = ["solve", "plan", "METHODS", "problem_for", "STRUCTURES", "ScalarProblem",
            "MatrixProblem", "SaddleProblem", "Evaluation", "Solution", "SolverResult",
-           "ConvergenceWarning"]
+           "ConvergenceWarning", "ProductProblem", "NestedProblem", "deep_problem"]
