@@ -249,6 +249,7 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, capsys):
 
 
 # ============================================================================ Dask
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_serial_table(tmp_path):
     """216 points on a 2-worker LocalCluster equal the serial run to 1e-12.
 
@@ -304,6 +305,7 @@ kren.sweep(sys.argv[1], sys.argv[2], progress=False)
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_computes_each_point_once(tmp_path, monkeypatch):
     cfg = tmp_path / "grid.json"
     cfg.write_text(json.dumps(_cfg(grid={"N": [math.inf, 300.0, 100.0, 30.0, 10.0, 3.0]})))
@@ -351,6 +353,7 @@ def test_sigkill_mid_run_then_resume_computes_each_point_once(tmp_path, monkeypa
 
 
 # ============================================================================ figures, paper
+@pytest.mark.slow
 def test_plot_writes_every_figure(tmp_path, capsys):
     pytest.importorskip("torch")
     cfg = _cfg(grid={"arch": ["fc", "cnn"]},
