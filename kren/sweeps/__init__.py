@@ -46,6 +46,7 @@ class SweepResult:
 
     @property
     def complete(self) -> bool:
+        """True when every point of the plan is recorded (ok or failed)."""
         return len(self.table) == len(self.plan)
 
 

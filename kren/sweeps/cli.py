@@ -37,6 +37,8 @@ def _interrupted() -> int:
 
 
 def cmd_sweep(args) -> int:
+    """``kren sweep CONFIG``: plan (``--dry-run``: print it and stop), run, summary; exit
+    status 0 when every point is recorded, 3 otherwise."""
     from . import sweep
     try:
         res = sweep(args.config, args.out, workers=args.workers, scheduler=args.scheduler,
@@ -55,6 +57,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    """``kren plot FOLDER``: every standard figure of the sweep (:func:`plot_sweep`)."""
     from .figures import plot_sweep
     for name, paths in plot_sweep(args.folder, x=args.x, formats=args.format).items():
         print(f"wrote {', '.join(paths)}")
@@ -62,6 +65,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_paper(args) -> int:
+    """``kren paper``: the packaged paper sweep and its figure (:func:`run_paper`)."""
     from .paper import print_config, run_paper
     if args.print_config:
         print_config()

@@ -316,6 +316,7 @@ SOLVER_CHECKS = {"tol": _positive, "max_iter": lambda w, v: _int(w, v, 1),
 def _per_arch(check):
     """A sampling value: one for every estimator, or a table {arch = value}."""
     def run(where, v):
+        """Check one value, or a table {arch = value} of them, at ``where``."""
         if isinstance(v, dict):
             if not v:
                 _fail(where, "an empty table gives no value")

@@ -25,8 +25,10 @@ class SweepWorkerPlugin(WorkerPlugin):
         self.state = None
 
     def setup(self, worker):
+        """Give the worker its own state (kernel cache, data sets)."""
         self.state = WorkerState(self.cache_bytes)
         self.state.name = worker.address
 
     def teardown(self, worker):
+        """Drop the worker's state."""
         self.state = None

@@ -24,6 +24,7 @@ def paper_config_text() -> str:
 
 
 def print_config() -> None:
+    """Print the packaged paper.toml (to copy and edit)."""
     print(paper_config_text(), end="")
 
 

@@ -45,6 +45,7 @@ PARAM_ORDER = ("dataset", "P", "seed", "arch", "readout", "activation", "mask", 
 
 
 def format_bytes(n) -> str:
+    """A byte count in KiB, MiB or GiB (powers of 1024)."""
     if n is None:
         return "unknown"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -91,10 +92,12 @@ class Point:
 
     @property
     def N(self) -> float:
+        """The width N of the point (``inf`` for N = ∞)."""
         return float(self.params["N"])
 
     @property
     def label(self) -> str:
+        """The estimator's label (FC, LCN, CNN, ...)."""
         return get_estimator(self.arch).label
 
 
@@ -111,6 +114,7 @@ class Group:
 
     @property
     def kernel_bytes(self):
+        """Bytes of the group's cached tensors: train plus test×train (None when unknown)."""
         if self.train_bytes is None or self.cross_bytes is None:
             return None
         return self.train_bytes + self.cross_bytes
@@ -131,6 +135,7 @@ class Plan:
 
     @property
     def by_id(self) -> dict:
+        """The plan's points by id."""
         return {p.id: p for p in self.points}
 
     def dispatch_order(self) -> list:

@@ -64,6 +64,7 @@ def get_estimator(name: str) -> EstimatorEntry:
 
 
 def estimator_names() -> list[str]:
+    """The registered estimator names, in registration order."""
     return list(_REGISTRY)
 
 

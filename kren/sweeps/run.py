@@ -75,6 +75,7 @@ class _Chains:
         return sum(len(v) for v in self.queue.values())
 
     def next(self, cid):
+        """The chain's next pending point, or None when the chain is done."""
         pts = self.queue.get(cid)
         if not pts:
             self.queue.pop(cid, None)
@@ -82,6 +83,7 @@ class _Chains:
         return pts.pop(0)
 
     def finished(self, cid, record, arrays, warm):
+        """Record a chain point's result: its converged Q warm-starts the next point."""
         q0 = _warm_start(record, arrays) if warm else None
         if q0 is not None:
             self.q0[cid] = q0
@@ -108,12 +110,14 @@ class _Progress:
                         desc="kren sweep", dynamic_ncols=True, smoothing=0.1)
 
     def update(self, record):
+        """Count one recorded point (failed ones in the postfix)."""
         if record.get("status") != "ok":
             self.failed += 1
             self.bar.set_postfix_str(f"failed {self.failed}", refresh=False)
         self.bar.update(1)
 
     def close(self):
+        """Close the progress bar."""
         self.bar.close()
 
 
@@ -202,6 +206,7 @@ def _dask(plan, store, chains, client, threads, bar, summary):
     meta = {}
 
     def submit(cid, where=None):
+        """Submit the chain's next point to the cluster (preferring ``where``)."""
         point = chains.next(cid)
         if point is None:
             return

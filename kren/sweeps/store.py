@@ -80,6 +80,7 @@ class SweepStore:
     # ------------------------------------------------------------------ identity
     @property
     def meta_path(self) -> Path:
+        """Path of the folder's sweep.json."""
         return self.path / "sweep.json"
 
     def meta(self) -> dict | None:
@@ -143,6 +144,7 @@ class SweepStore:
         self._lock = fh
 
     def close(self) -> None:
+        """Release the folder's lock."""
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -150,6 +152,7 @@ class SweepStore:
 
     # ------------------------------------------------------------------ points
     def point_path(self, pid: str) -> Path:
+        """Path of the point's record file, points/<id>.npz."""
         return self.points_dir / f"{pid}.npz"
 
     def done(self) -> set:
@@ -181,6 +184,7 @@ class SweepStore:
             fh.write(line + "\n")
 
     def events(self) -> list[dict]:
+        """The events.jsonl log as a list of dicts (start, done, lost ...)."""
         p = self.path / "events.jsonl"
         if not p.exists():
             return []

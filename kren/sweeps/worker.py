@@ -60,6 +60,7 @@ class WorkerState:
         return self._threadpools.limit(limits=int(n))
 
     def dataset(self, key):
+        """The data set of ``key``, loaded once per worker (the most recent few kept)."""
         if key in self._datasets:
             self._datasets.move_to_end(key)
             return self._datasets[key]
