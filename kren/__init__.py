@@ -21,6 +21,13 @@ __all__ = ["Architecture", "PatchGeometry", "Prepared", "KernelTensor", "KernelC
            "InvalidParameterError", "InvalidDataError", "NotFittedError", "StaleFitError",
            "UnconvergedError", "ConvergenceWarning", "KrenError", "FitFileError",
            "NumericalError", "OutputError", "FC", "LCN", "CNN", "DeepFC", "DeepArchitecture",
-           "__version__"]
+           "sweep", "__version__"]
 
 from .estimators import CNN, FC, LCN, DeepFC  # noqa: E402  (after the modules they build on)
+
+
+def sweep(config, out=None, **kw):
+    """Run a sweep of fits and sampled networks into the folder ``out`` (kernels reused,
+    resumable, local or on Dask): :func:`kren.sweeps.sweep`, schema in :mod:`kren.sweeps.config`."""
+    from .sweeps import sweep as _sweep
+    return _sweep(config, out, **kw)

@@ -24,13 +24,15 @@ def _positive(v, name, finite=True):
     return f
 
 
-def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
+def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool, eig=None):
     """The problem for ``structure``: "scalar" (FC, pooled CNN; THEORY §3, §3b) →
     :class:`ScalarProblem`, "diagonal" (LCN) or "matrix" (CNN) → :class:`MatrixProblem`.
 
     ``tensor``: a :class:`kren.kernels.KernelTensor` (blocks, pairs, n, mu, var) of the training
     set; ``y`` the P targets; T, N, λ1 as in THEORY §1; ``zero_mean`` True for units with μ = 0
     (Q̄ eliminated, S minimized over Q). N must be finite (N = ∞ is Q = 𝟙 exactly, no solve).
+    ``eig``: for "scalar", the kernel's eigenbasis if already computed
+    (:func:`kren.saddle.scalar.eigenbasis`; it depends on neither N, T nor λ1).
     """
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
@@ -46,5 +48,5 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool):
     if zero_mean and np.any(mu != 0):
         raise ValueError("zero_mean=True but the tensor's unit means mu are not zero")
     if structure == "scalar":
-        return ScalarProblem(tensor, y, T, N, lambda1, zero_mean)
+        return ScalarProblem(tensor, y, T, N, lambda1, zero_mean, eig=eig)
     return MatrixProblem(tensor, y, T, N, lambda1, zero_mean, diagonal=structure == "diagonal")
