@@ -4,11 +4,10 @@
     python benchmarks/compare_deepbays.py
 
 Digits 0 vs 1 and even/odd (P = 200, kren.data.load_digits), erf, T = 0.1, L = 2 and 3,
-N = 50, 200, 800, every prior 1. kren's nested action (kren.generated.deep_fc) is solved by the
-Newton loop of tests/test_deep_saddle.py at deepbays' effective temperature float32(T) (see
-"Reproducing deepbays" in derivations.deep); the table gives both solutions, their largest
-difference and deepbays' own gradient at kren's solution, with the product form's Q for
-comparison. deepbays 0.1.11 imports cupy in ``deepbays.kernels`` and optional packages in its
+N = 50, 200, 800, every prior 1. kren's nested action is solved by kren.DeepFC(form="nested")
+(the kren.saddle driver) at deepbays' effective temperature float32(T) (see "Reproducing
+deepbays" in derivations.deep); the table gives both solutions, their largest difference and
+deepbays' own gradient at kren's solution, with the product form's Q for comparison. deepbays 0.1.11 imports cupy in ``deepbays.kernels`` and optional packages in its
 ``__init__``; only ``deepbays.rkgp.theory_deep_FC`` is loaded here, with an empty stand-in for
 cupy when it is missing (its CUDA kernels are not used).
 """
@@ -22,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def load_fc_deep():
@@ -44,10 +41,8 @@ def load_fc_deep():
 def main():
     import torch
 
-    from kren import deep_kernels as dk
+    import kren
     from kren.data import load_digits
-    from kren.generated import deep_fc as g
-    from test_deep_saddle import newton
     FC_deep = load_fc_deep()
     T = 0.1
     T32 = float(np.float32(T))
@@ -56,11 +51,8 @@ def main():
     for task, classes in (("0 vs 1", (0, 1)), ("even/odd", ((0, 2, 4, 6, 8), (1, 3, 5, 7, 9)))):
         d = load_digits(classes=classes, n_train=200, seed=0)
         X, y = d.X_train, d.y_train
-        C, _, _ = dk.input_covariance(X, None, 1.0)
         for L in (2, 3):
             priors = [1.0] * (L + 1)
-            K = dk.deep_nngp_kernel(X, L, "erf", 1.0, priors[1:]) * priors[-1]
-            k, U = np.linalg.eigh(K)
             for N in (50, 200, 800):
                 m = FC_deep(L, N, T, priors=priors, act="erf")
                 m.preprocess(X, torch.tensor(y))
@@ -68,11 +60,10 @@ def main():
                 m.optimize()
                 t_db = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                Q, _, _ = newton(lambda q: g.nested_action_gradient_hessian(
-                    q, C, y, T32, N, priors[1:], "erf")[:3], np.ones(L))
+                kw = dict(L=L, N=N, T=T32, lambda0=priors[0], lambdas=priors[1:], tol=1e-12)
+                Q = kren.DeepFC(form="nested", **kw).fit(X, y).Q_
                 t_k = time.perf_counter() - t0
-                Qp, _, _ = newton(lambda q: g.product_action_eig(q, k, U.T @ y, T32, N,
-                                                                 priors[-1]), np.ones(L))
+                Qp = kren.DeepFC(form="product", **kw).fit(X, y).Q_
                 gdb = np.abs(m.computeActionGrad(Q)).max()
                 print(f"{task:9} {L:>2} {N:>4}  {np.array2string(m.optQ, precision=8):38} "
                       f"{np.array2string(Q, precision=8):38} {np.abs(Q - m.optQ).max():8.1e} "

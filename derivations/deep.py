@@ -118,6 +118,7 @@ __all__ = [
     "step_d1_top_layer", "step_d2_conditional_gaussian", "step_d3_top_average",
     "step_d4_amplitude", "step_d5_closure", "step_d6_action", "price_theorem_erf",
     "data_term_second_differential", "product_eig_program", "verify_product_derivatives",
+    "layer_fixed_point_program",
     "deep_L1_equals_fc", "deep_infinite_width", "deep_linear_zero_temperature",
     "deep_linear_closed_form", "nested_explicit_action", "derive_deep", "LayerSum", "Outer",
     "Diag", "FORMS", "DerivationError",
@@ -785,6 +786,40 @@ def verify_product_derivatives(L: int = 3, P: int = 2, equal_widths: bool = Fals
                      f"∂²S/∂Q_{l + 1}∂Q_{m + 1}")
             count += 1
     return count
+
+
+# ------------------------------------------------------------------------------------------
+# Fixed-point map (both forms)
+# ------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def layer_fixed_point_program() -> dict:
+    r"""The saddle-point equations of either form as a fixed-point map, from the gradient.
+
+    Both forms share the entropy term ν_l(Q_l − log Q_l) of D6, so ∂S/∂Q_l = ν_l(1 − 1/Q_l) +
+    G_l/N with G_l = ⟨B, ∂_lK_R⟩ (product form: G_l = Π⟨B, K^{(L)}⟩/(λ_L Q_l) = N c1/Q_l).
+    With g_l = ∂S/∂Q_l, F_l = g_l/ν_l + 1/Q_l is checked (``sympy.simplify``) to equal
+    1 + G_l/(ν_l N), free of 1/Q_l, hence ∇S = 0 ⇔ Q_l = 1/F_l, and the map is
+
+        Q_l ← 1/(g_l/ν_l + 1/Q_l) = ν_l/(ν_l + G_l/N),
+
+    whose only fixed points are the roots of the gradient (checked: at G_l = −Nν_l(1 − 1/Q_l)
+    the image is Q_l). For L = 1, ν = 1 it is the FC map of THEORY §3,
+    Q = 1/(1 + (Tr(A⁻¹K) − zᵀKz)/(Nλ1)) (``kren.generated.fc.fixed_point_zero_mean``).
+    Returns {"Q", "nu", "grad", "F", "Q_new", "G"}: SymPy expressions in the Symbols Q, nu, grad
+    (standing for length-L arrays, elementwise).
+    """
+    Qv, nu = sp.Symbol("Q", positive=True), sp.Symbol("nu", positive=True)
+    G, g = sp.Symbol("G", real=True), sp.Symbol("grad", real=True)
+    grad = sp.diff(nu * (Qv - sp.log(Qv)), Qv) + G / N
+    F = g / nu + 1 / Qv
+    _require(sp.simplify(F.xreplace({g: grad}) - (1 + G / (nu * N))) == 0,
+             "grad/ν + 1/Q = 1 + G/(νN)")
+    Q_new = 1 / F
+    root = sp.solve(sp.Eq(grad, 0), G)
+    _require(len(root) == 1 and sp.simplify(Q_new.xreplace({g: grad}).xreplace({G: root[0]})
+                                            - Qv) == 0, "fixed points = roots of ∇S")
+    return {"Q": Qv, "nu": nu, "grad": g, "F": F, "Q_new": Q_new, "G": G}
 
 
 # ------------------------------------------------------------------------------------------

@@ -123,7 +123,12 @@ def _check_fns():
          "    raise ValueError(f'the deep FC action is derived for the zero-mean activations "
          f"{', '.join(ZERO_MEAN_ACTIVATIONS)}; got {{activation!r}}')"],
         [], [], tensors={}, returns="table[activation][order]")
-    return [layers, priors, activation]
+    supported = _fn(
+        "nested_activations", [],
+        """The activations whose kernel k(c, a, b) and partial derivatives are printed here (closed
+        forms, zero mean): the only ones the nested form can use (the product form needs K^{(L)} alone).""",
+        [], [], [], tensors={}, returns=repr(tuple(ZERO_MEAN_ACTIVATIONS)))
+    return [layers, priors, activation, supported]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,6 +392,25 @@ def _nested_fns():
     return fns
 
 
+def _fixed_point_fns():
+    prog = dp.layer_fixed_point_program()
+    return [_fn(
+        "layer_fixed_point", ["Q", "grad", "nu"],
+        """Fixed-point map of the deep saddle-point equations, either form (THEORY §3d):
+
+        Q_new = 1/(grad/ν + 1/Q) = ν/(ν + ⟨B, ∂_lK_R⟩/N),  elementwise over the L layers,
+
+        from grad/ν + 1/Q = 1 + ⟨B, ∂_lK_R⟩/(νN) (derivations.deep.layer_fixed_point_program), so
+        Q_new = Q exactly when the gradient vanishes; L = 1, ν = 1: the FC map
+        (kren.generated.fc.fixed_point_zero_mean). Q, grad (from the action functions above) and
+        ν = N_l/N_L are (L,) arrays; the caller keeps the image only where every Q_new > 0 (where
+        ν + ⟨B, ∂_lK_R⟩/N ≤ 0 the map has no image).
+        """,
+        ["Q = vector(Q, 'Q')", "grad = vector(grad, 'grad', Q.shape[0])",
+         "nu = vector(nu, 'nu', Q.shape[0])"],
+        [(sp.Symbol("Q_new"), prog["Q_new"])], ["Q_new"], tensors={})]
+
+
 def _ind(text):
     import textwrap
     return textwrap.indent(text, " " * 12).lstrip()
@@ -394,7 +418,7 @@ def _ind(text):
 
 def functions() -> list:
     """Every function of ``kren/generated/deep_fc.py``, in order."""
-    fns = _product_fns() + _nested_fns() + _forward_fns() + _check_fns()
+    fns = _product_fns() + _nested_fns() + _fixed_point_fns() + _forward_fns() + _check_fns()
     for act in ZERO_MEAN_ACTIVATIONS:
         fns += _partial_fns(act)
     return fns

@@ -5,6 +5,7 @@ networks in the proportional limit (THEORY.md), their saddle points and predicto
 """
 from .architecture import Architecture
 from .cache import KernelCache
+from .deep_architecture import DeepArchitecture
 from .exceptions import (ConvergenceWarning, FitFileError, KrenError, NotFittedError,
                          NumericalError, OutputError, StaleFitError, UnconvergedError)
 from .geometry import PatchGeometry
@@ -19,6 +20,14 @@ __all__ = ["Architecture", "PatchGeometry", "Prepared", "KernelTensor", "KernelC
            "RenormalizedKernel", "MemoryBudgetError", "set_memory_budget",
            "InvalidParameterError", "InvalidDataError", "NotFittedError", "StaleFitError",
            "UnconvergedError", "ConvergenceWarning", "KrenError", "FitFileError",
-           "NumericalError", "OutputError", "FC", "LCN", "CNN", "__version__"]
+           "NumericalError", "OutputError", "FC", "LCN", "CNN", "DeepFC", "DeepArchitecture",
+           "sweep", "__version__"]
 
-from .estimators import CNN, FC, LCN  # noqa: E402  (after the modules they build on)
+from .estimators import CNN, FC, LCN, DeepFC  # noqa: E402  (after the modules they build on)
+
+
+def sweep(config, out=None, **kw):
+    """Run a sweep of fits and sampled networks into the folder ``out`` (kernels reused,
+    resumable, local or on Dask): :func:`kren.sweeps.sweep`, schema in :mod:`kren.sweeps.config`."""
+    from .sweeps import sweep as _sweep
+    return _sweep(config, out, **kw)

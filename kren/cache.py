@@ -36,6 +36,8 @@ def _arrays(value):
     list theirs with ``arrays()`` (the packed and streamed tensors of kren.tensors)."""
     if isinstance(value, np.ndarray):
         return [value]
+    if isinstance(value, tuple):
+        return [a for v in value for a in _arrays(v)]
     if not hasattr(value, "__dict__"):
         return []
     out = []
@@ -75,6 +77,7 @@ class KernelCache:
         self._lock = threading.RLock()
         self.hits = 0
         self.misses = 0
+        self.misses_by: dict = {}         # misses per kind of entry (the key's first item)
 
     # ------------------------------------------------------------------ keys
     @staticmethod
@@ -93,6 +96,8 @@ class KernelCache:
                 self.hits += 1
                 return self._store[key]
             self.misses += 1
+            what = key[0] if isinstance(key, tuple) and key else None
+            self.misses_by[what] = self.misses_by.get(what, 0) + 1
         value = _freeze(build())
         size = _nbytes(value)
         if size <= self.max_bytes:

@@ -1,4 +1,4 @@
-"""Command line: ``kren demo | solve | compare | codegen``.
+"""Command line: ``kren demo | solve | compare | codegen | sweep | plot | paper``.
 
 Errors: every error kren raises on purpose (:class:`kren.errorbase.KrenError`: a bad flag or
 config value, bad data, a file that cannot be written, ...) reaches the user as one line
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("codegen", help="regenerate kren/generated from the SymPy derivation",
                        add_help=False)
     g.set_defaults(func=None)
+    from .sweeps.cli import register as register_sweeps      # sweep, plot, paper
+    register_sweeps(sub)
     return p
 
 

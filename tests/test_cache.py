@@ -43,6 +43,22 @@ def test_without_cache_nothing_outlives_the_call(ds):
     assert ref() is None
 
 
+def test_fc_eigenbasis_is_shared_across_N_T_and_lambda1(ds):
+    """FC's saddle point lives in the eigenbasis of K − μμᵀ, which depends on neither N, T nor
+    λ1: with a cache it is computed once and the fits are the same numbers as without."""
+    cache = kren.KernelCache(max_bytes=2**28)
+    a = kren.FC(N=10, T=0.1, cache=cache, input_shape=SHAPE).fit(ds.X_train, ds.y_train)
+    b = kren.FC(N=100, T=0.05, lambda1=2.0, cache=cache, input_shape=SHAPE).fit(ds.X_train,
+                                                                                ds.y_train)
+    assert cache.misses_by == {"train": 1, "train-eigenbasis": 1} and cache.hits == 2
+    P = ds.X_train.shape[0]
+    assert cache.nbytes >= (P * P + P) * 8 * 2         # the tensor and (k, U), both counted
+    for m, kw in ((a, dict(N=10, T=0.1)), (b, dict(N=100, T=0.05, lambda1=2.0))):
+        plain = kren.FC(input_shape=SHAPE, **kw).fit(ds.X_train, ds.y_train)
+        assert m.Q_ == plain.Q_ and m.n_iter_ == plain.n_iter_
+        np.testing.assert_array_equal(m.predict(ds.X_test), plain.predict(ds.X_test))
+
+
 def test_cache_shares_kernels_across_N_T_and_lambda1(ds):
     cache = kren.KernelCache(max_bytes=2**28)
     a = kren.CNN(N=10, T=0.1, cache=cache, **LOC).fit(ds.X_train, ds.y_train)

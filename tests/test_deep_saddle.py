@@ -1,9 +1,10 @@
-"""Saddle points of the generated deep FC actions on digits (kren.data.load_digits), found by a
-short Newton loop written here (the package's driver is kren.saddle's): the product form
-satisfies its saddle-point equations, deep linear networks at small T match the closed form of
-THEORY §5.9, L = 1 matches kren.FC, and the nested form is a root of the gradient of an
-independent autograd implementation of deepbays' ``FC_deep`` action (conventions in
-derivations.deep, "Reproducing deepbays")."""
+"""Saddle points of kren.DeepFC (the kren.saddle driver on kren.saddle.deep's problems) on digits
+(kren.data.load_digits), each against an independent computation: the product form satisfies its
+saddle-point equations evaluated with dense linear algebra; deep linear networks at small T match
+the closed form of THEORY §5.9; the nested form equals the root found by a short Newton loop
+written here (the part-1 reference solver, in log Q with its own line search) and is a root of the
+gradient of an independent autograd implementation of deepbays' ``FC_deep`` action (conventions
+in derivations.deep, "Reproducing deepbays"). L = 1 against kren.FC: test_deep_estimator.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,35 +50,36 @@ def digits():
     return d.X_train, d.y_train
 
 
-def _product(X, y, L, T, N, lambda0, lambdas):
-    lams = dk.check_priors(lambdas, L)
-    K = dk.deep_nngp_kernel(X, L, "erf", lambda0, lams) * lams[-1]        # K^{(L)}
-    k, U = np.linalg.eigh(K)
-    yt = U.T @ y
-    Q, grad, _ = newton(lambda q: g.product_action_eig(q, k, yt, T, N, lams[-1]), np.ones(L))
-    return Q, K, lams
+def _fit(X, y, L, T, N, lambda0, lambdas, form, activation="erf", tol=1e-12):
+    m = kren.DeepFC(L=L, N=N, T=T, lambda0=lambda0, lambdas=lambdas, activation=activation,
+                    form=form, tol=tol).fit(X, y)
+    assert m.result_.converged, m.result_.message
+    return np.asarray(m.Q_)
 
 
-def _nested(X, y, L, T, N, lambda0, lambdas, activation="erf", Q0=None, tol=1e-12):
+def _nested_newton(X, y, L, T, N, lambda0, lambdas, activation="erf"):
+    """The nested saddle point by the local Newton loop above (independent of kren.saddle)."""
     lams = dk.check_priors(lambdas, L)
     C, _, _ = dk.input_covariance(X, None, lambda0)
 
     def fun(q):
         S, grad, hess, _, _ = g.nested_action_gradient_hessian(q, C, y, T, N, lams, activation)
         return S, grad, hess
-    Q, grad, _ = newton(fun, np.ones(L) if Q0 is None else Q0, tol=tol)
-    return Q, C, lams
+    Q, _, _ = newton(fun, np.ones(L))
+    return Q, C
 
 
 @pytest.mark.parametrize("L", [2, 3])
 def test_product_form_satisfies_its_saddle_point_equations(digits, L):
-    """At the Newton solution the saddle-point equations, evaluated independently with dense
+    """At kren.DeepFC's solution the saddle-point equations, evaluated independently with dense
     NumPy linear algebra, hold to 1e-9:
     ν_l(1 − 1/Q_l) + (Π/Q_l)(Tr(A⁻¹K) − zᵀKz)/(N λ_L) = 0, A = T𝟙 + ΠK/λ_L, z = A⁻¹y.
     With equal widths every Q_l is the same (the equations differ only through ν_l)."""
     X, y = digits
     T, N = 0.1, 100.0
-    Q, K, lams = _product(X, y, L, T, N, 1.0, [1.2, 0.9, 1.1][:L])
+    lams = [1.2, 0.9, 1.1][:L]
+    Q = _fit(X, y, L, T, N, 1.0, lams, "product")
+    K = dk.deep_nngp_kernel(X, L, "erf", 1.0, lams) * lams[-1]           # K^{(L)}
     Pi = np.prod(Q)
     A = T * np.eye(len(y)) + Pi * K / lams[-1]
     Ainv = np.linalg.inv(A)
@@ -85,6 +87,16 @@ def test_product_form_satisfies_its_saddle_point_equations(digits, L):
     eq = (1 - 1 / Q) + (Pi / Q) * (np.trace(Ainv @ K) - z @ K @ z) / (N * lams[-1])
     assert np.abs(eq).max() < 1e-9
     assert np.ptp(Q) < 1e-12 and abs(Q[0] - 1) > 1e-3         # equal, and renormalized
+    # unequal widths: ν_l(1 − 1/Q_l) + (Π/Q_l)(Tr(A⁻¹K) − zᵀKz)/(N_L λ_L) = 0
+    Ns = np.array([150.0, 60.0, 90.0])[:L]
+    Q = _fit(X, y, L, T, Ns, 1.0, lams, "product")
+    Pi = np.prod(Q)
+    A = T * np.eye(len(y)) + Pi * K / lams[-1]
+    Ainv = np.linalg.inv(A)
+    z = Ainv @ y
+    eq = Ns / Ns[-1] * (1 - 1 / Q) + (Pi / Q) * (np.trace(Ainv @ K) - z @ K @ z) / (Ns[-1]
+                                                                                    * lams[-1])
+    assert np.abs(eq).max() < 1e-9
 
 
 @pytest.mark.parametrize("form", ["product", "nested"])
@@ -106,22 +118,12 @@ def test_deep_linear_small_temperature_matches_closed_form(form, L):
         alpha = len(y) / Ns[-1]
         s = y @ np.linalg.solve(NNGP, y) / Ns[-1]
         want = deep_linear_closed_form(alpha, s, L, nu=Ns / Ns[-1])
-        if form == "product":
-            k, U = np.linalg.eigh(NNGP * lams[-1])
-            Q, _, _ = newton(lambda q: g.product_action_eig(q, k, U.T @ y, 1e-11, N, lams[-1]),
-                             np.ones(L))
-        else:
-            Q, _, _ = _nested(X, y, L, 1e-11, N, 1.0, lams, activation="linear", tol=1e-7)
+        Q = _fit(X, y, L, 1e-11, N, 1.0, lams, form, activation="linear",
+                 tol=1e-12 if form == "product" else 1e-7)
         assert np.abs(Q - want).max() < 1e-6, (Q, want)
-
-
-def test_one_layer_matches_kren_fc(digits):
-    """L = 1: both forms give kren.FC's Q (its own kernels and eigenbasis Newton solver)."""
-    X, y = digits
-    fc = kren.FC(N=80.0, T=0.1, lambda0=1.0, lambda1=1.3, activation="erf", tol=1e-13).fit(X, y)
-    Qp, _, _ = _product(X, y, 1, 0.1, 80.0, 1.0, 1.3)
-    Qn, _, _ = _nested(X, y, 1, 0.1, 80.0, 1.0, 1.3)
-    assert abs(Qp[0] - float(fc.Q_)) < 1e-10 and abs(Qn[0] - float(fc.Q_)) < 1e-10
+        if np.ndim(N) == 0:   # equal widths: all Q_l equal, Q − (1 − α) = s/Q^L written out here
+            assert np.ptp(Q) < 1e-6
+            assert abs(Q.mean() - (1 - alpha) - s / Q.mean() ** L) < 1e-5 * max(1.0, s)
 
 
 def _deepbays_style_gradient(Q, C, y, T, N, l1):
@@ -144,13 +146,16 @@ def _deepbays_style_gradient(Q, C, y, T, N, l1):
 
 @pytest.mark.parametrize("L", [2, 3])
 def test_nested_form_is_a_saddle_point_of_the_deepbays_action(digits, L):
-    """The nested Newton solution is a root (to 1e-9) of the autograd gradient of the deepbays
+    """kren.DeepFC(form="nested") equals the local Newton root (1e-10) and is a root (to 1e-9) of
+    the autograd gradient of the deepbays
     ``FC_deep`` action with every λ_l = l1 = 1.2, λ0 = l0 = 1, N1 = 100, T = 0.1; and it differs
     from the product form's solution (the forms part ways for erf, L ≥ 2)."""
     X, y = digits
     T, N, l1 = 0.1, 100.0, 1.2
-    Q, C, _ = _nested(X, y, L, T, N, 1.0, l1)
+    Q = _fit(X, y, L, T, N, 1.0, l1, "nested")
+    Q_ref, C = _nested_newton(X, y, L, T, N, 1.0, l1)
+    assert np.abs(Q - Q_ref).max() < 1e-10
     assert np.abs(_deepbays_style_gradient(Q, C, y, T, N, l1)).max() < 1e-9
-    Qp, _, _ = _product(X, y, L, T, N, 1.0, l1)
+    Qp = _fit(X, y, L, T, N, 1.0, l1, "product")
     assert np.abs(Q - Qp).max() > 1e-3
     assert np.all(np.abs(Q - 1) > 1e-3)

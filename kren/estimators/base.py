@@ -38,6 +38,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidP
 from ..architecture import Architecture
 from ..cache import KernelCache, cached
 from ..saddle.progress import Progress
+from ..saddle.scalar import eigenbasis
 from ..tensors.storage import STORAGES, plan_storage, solver_tensor
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
@@ -173,10 +174,18 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
             if progress or time_budget is not None:
                 callback = Progress(time_budget, display=bool(progress),
                                     total=int(self.max_iter)).start()
+            eig = None
+            if arch.structure == "scalar" and self.cache is not None:
+                # the kernel's eigenbasis (FC, pooled CNN) depends on neither N, T nor λ1: one
+                # per cached tensor, shared by fits at other widths (kren.saddle.scalar)
+                eig = cached(self.cache,
+                             lambda: KernelCache.key("train-eigenbasis", arch, plan.dtype, train,
+                                                     extra=(plan.mode, plan.device)),
+                             lambda: eigenbasis(tensor, arch.zero_mean))
             try:
                 sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
                                    max_iter=int(self.max_iter), memory_budget=self.memory_budget,
-                                   Q0=Q0, callback=callback)
+                                   Q0=Q0, callback=callback, eig=eig)
             finally:
                 if callback is not None:
                     callback.close()

@@ -170,8 +170,8 @@ def _check_format(path, d) -> int:
 
 
 def _estimator_class(path, d):
-    from . import CNN, FC, LCN
-    classes = {"FC": FC, "LCN": LCN, "CNN": CNN}
+    from . import CNN, FC, LCN, DeepFC
+    classes = {"FC": FC, "LCN": LCN, "CNN": CNN, "DeepFC": DeepFC}
     name = d.get("estimator")
     if name not in classes:
         raise FitFileError(path, "estimator", f"expected one of {sorted(classes)}, got {name!r}")
@@ -197,8 +197,8 @@ def _params(path, d, cls, activation):
             raise FitFileError(path, f"params.{k}", "missing")
         v = params[k]
         if k == "N":
-            try:
-                v = _number(v)
+            try:           # one width, or (DeepFC) one width per layer
+                v = tuple(_number(u) for u in v) if isinstance(v, list) else _number(v)
             except TypeError:
                 raise FitFileError(path, "params.N", f"expected a number, got {v!r}") from None
         elif isinstance(v, list):
@@ -340,6 +340,55 @@ def _result(path, d):
     return SolverResult(**out)
 
 
+def _training_data(path, raw, d, arch):
+    """(prepared X_train, the architecture with its input, y_train) after the shape, value and
+    fingerprint checks."""
+    X = _array(path, "X_train", raw.X, ndim=2)
+    y = _array(path, "y_train", raw.y)
+    if y.ndim not in (1, 2):
+        raise FitFileError(path, "y_train", f"expected a 1- or 2-dimensional array, got shape "
+                           f"{y.shape}")
+    D = int(y.shape[1]) if y.ndim == 2 else None      # D outputs (THEORY §3c)
+    P = d.get("P", X.shape[0])
+    if isinstance(P, bool) or not isinstance(P, int) or P != X.shape[0]:
+        raise FitFileError(path, "P", f"expected the number of training inputs {X.shape[0]}, "
+                           f"got {P!r}")
+    try:
+        train = arch.prepare(X, "X_train")
+        arch = train.arch
+        y = (check_targets(y, train.P, "y_train") if D is None
+             else check_multi_targets(y, train.P, D, "y_train"))
+    except InvalidDataError as exc:
+        field = "y_train" if str(exc).startswith("y_train") else "X_train"
+        raise FitFileError(path, field, str(exc)) from None
+    fp = d["data_fingerprint"]
+    if not isinstance(fp, str) or fingerprint(train.X, y) != fp:
+        raise FitFileError(path, "data_fingerprint", "the training data do not match the stored "
+                           "fingerprint: X_train or y_train was modified")
+    return train, arch, y
+
+
+def check_converged_flag(path, result, tol):
+    """The stored ``converged`` must agree with rel_grad_norm ≤ tol."""
+    if result.converged != bool(result.rel_grad_norm <= tol):
+        raise FitFileError(path, "result.converged",
+                           f"converged = {result.converged} contradicts rel_grad_norm = "
+                           f"{result.rel_grad_norm:.3e} and tol = {tol:.0e}")
+
+
+def check_alpha(path, d, P, N):
+    """A stored α must be P/N (0 at N = ∞)."""
+    alpha = d.get("alpha")
+    try:
+        alpha_ok = alpha is None or math.isclose(_number(alpha), P / N if math.isfinite(N)
+                                                 else 0.0, rel_tol=1e-12, abs_tol=0.0)
+    except TypeError:
+        alpha_ok = False
+    if not alpha_ok:
+        raise FitFileError(path, "alpha", f"α = P/N should be {P / N:g} for P = {P}, "
+                           f"N = {N:g}; got {alpha!r}")
+
+
 def _multi_order_parameters(path, arch, Q, Qbar, D):
     """D outputs (THEORY §3c): (nD)×(nD) Q, Q̄ (FC: D×D) after the checks of
     :func:`kren.renormalized_multi.check_multi_order_parameters` and positive definiteness."""
@@ -383,39 +432,19 @@ def restore(raw: RawFit, path, activation=None):
     cls = _estimator_class(path, d)
     params = _params(path, d, cls, activation)
     est, arch = _construct(path, cls, params)
-    # ---- training data and fingerprint
-    X = _array(path, "X_train", raw.X, ndim=2)
-    y = _array(path, "y_train", raw.y)
-    if y.ndim not in (1, 2):
-        raise FitFileError(path, "y_train", f"expected a 1- or 2-dimensional array, got shape "
-                           f"{y.shape}")
-    D = int(y.shape[1]) if y.ndim == 2 else None      # D outputs (THEORY §3c)
-    P = d.get("P", X.shape[0])
-    if isinstance(P, bool) or not isinstance(P, int) or P != X.shape[0]:
-        raise FitFileError(path, "P", f"expected the number of training inputs {X.shape[0]}, "
-                           f"got {P!r}")
-    try:
-        train = arch.prepare(X, "X_train")
-        arch = train.arch
-        y = (check_targets(y, train.P, "y_train") if D is None
-             else check_multi_targets(y, train.P, D, "y_train"))
-    except InvalidDataError as exc:
-        field = "y_train" if str(exc).startswith("y_train") else "X_train"
-        raise FitFileError(path, field, str(exc)) from None
-    fp = d["data_fingerprint"]
-    if not isinstance(fp, str) or fingerprint(train.X, y) != fp:
-        raise FitFileError(path, "data_fingerprint", "the training data do not match the stored "
-                           "fingerprint: X_train or y_train was modified")
+    train, train_arch, y = _training_data(path, raw, d, arch)
+    if cls.__name__ == "DeepFC":                 # one Q_l per layer: kren.estimators.fitfile_deep
+        from .fitfile_deep import restore_deep
+        return restore_deep(path, raw, d, est, arch.with_input(train), train, y)
+    arch = train_arch
     # ---- order parameters and diagnostics
+    D = int(y.shape[1]) if y.ndim == 2 else None      # D outputs (THEORY §3c)
     Q, Qbar = (_order_parameters(path, arch, raw.Q, raw.Qbar) if D is None
                else _multi_order_parameters(path, arch, raw.Q, raw.Qbar, D))
     classes = _classes(path, d, D)
     result = _result(path, d)
     T, N, tol = float(est.T), float(est.N), float(est.tol)
-    if result.converged != bool(result.rel_grad_norm <= tol):
-        raise FitFileError(path, "result.converged",
-                           f"converged = {result.converged} contradicts rel_grad_norm = "
-                           f"{result.rel_grad_norm:.3e} and tol = {tol:.0e}")
+    check_converged_flag(path, result, tol)
     dtype = np.dtype(est.dtype)
     # the kernels the fit solved on: the same storage plan and solver tensor as fit()
     if D is None:
@@ -449,15 +478,7 @@ def restore(raw: RawFit, path, activation=None):
                 f"gradient {rel:.2e} > {limit:.1e} (tol = {tol:.0e}, stored "
                 f"{result.rel_grad_norm:.1e}); Q or a parameter was modified")
     _check_eliminated_Qbar(path, arch, Q, Qbar)
-    alpha = d.get("alpha")
-    try:
-        alpha_ok = alpha is None or math.isclose(_number(alpha), train.P / N if math.isfinite(N)
-                                                 else 0.0, rel_tol=1e-12, abs_tol=0.0)
-    except TypeError:
-        alpha_ok = False
-    if not alpha_ok:
-        raise FitFileError(path, "alpha", f"α = P/N should be {train.P / N:g} for P = {train.P}, "
-                           f"N = {N:g}; got {alpha!r}")
+    check_alpha(path, d, train.P, N)
     try:
         est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor,
                              Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe(),

@@ -12,7 +12,7 @@ import numpy as np
 from kren.checks import as_float, square, vector
 from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve
 
-__all__ = ['product_action_eig', 'product_renormalized_kernel', 'nested_renormalized_kernel', 'nested_cross_kernel', 'nested_action', 'nested_action_gradient', 'nested_action_gradient_hessian']
+__all__ = ['product_action_eig', 'product_renormalized_kernel', 'nested_renormalized_kernel', 'nested_cross_kernel', 'nested_action', 'nested_action_gradient', 'nested_action_gradient_hessian', 'layer_fixed_point', 'nested_activations']
 
 
 def product_action_eig(Q, k, yt, T, N, lambda_L):
@@ -171,6 +171,24 @@ def nested_action_gradient_hessian(Q, C, y, T, N, lambdas, activation):
     return S, grad, hess, cho, z
 
 
+def layer_fixed_point(Q, grad, nu):
+    """Fixed-point map of the deep saddle-point equations, either form (THEORY §3d):
+
+    Q_new = 1/(grad/ν + 1/Q) = ν/(ν + ⟨B, ∂_lK_R⟩/N),  elementwise over the L layers,
+
+    from grad/ν + 1/Q = 1 + ⟨B, ∂_lK_R⟩/(νN) (derivations.deep.layer_fixed_point_program), so
+    Q_new = Q exactly when the gradient vanishes; L = 1, ν = 1: the FC map
+    (kren.generated.fc.fixed_point_zero_mean). Q, grad (from the action functions above) and
+    ν = N_l/N_L are (L,) arrays; the caller keeps the image only where every Q_new > 0 (where
+    ν + ⟨B, ∂_lK_R⟩/N ≤ 0 the map has no image).
+    """
+    Q = vector(Q, 'Q')
+    grad = vector(grad, 'grad', Q.shape[0])
+    nu = vector(nu, 'nu', Q.shape[0])
+    Q_new = 1/(grad/nu + 1/Q)
+    return Q_new
+
+
 def _nested_forward(Q, C, lambdas, partials, order):
     """Nested recursion (THEORY §3d) K_R^{(0)} = C, K_R^{(l)} = (Q_l/λ_l) k(K_R^{(l−1)}), k applied
     with the diagonals (a = K_ii, b = K_jj), and its derivatives in Q up to ``order``.
@@ -298,6 +316,13 @@ def _partials(activation, order):
     if activation not in table:
         raise ValueError(f'the deep FC action is derived for the zero-mean activations erf, linear; got {activation!r}')
     return table[activation][order]
+
+
+def nested_activations():
+    """The activations whose kernel k(c, a, b) and partial derivatives are printed here (closed
+    forms, zero mean): the only ones the nested form can use (the product form needs K^{(L)} alone).
+    """
+    return ('erf', 'linear')
 
 
 def _erf_kernel(c, a, b):

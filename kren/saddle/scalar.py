@@ -13,7 +13,7 @@ import numpy as np
 from ..linalg import NotPositiveDefiniteError
 from .problem import Evaluation
 
-__all__ = ["ScalarProblem"]
+__all__ = ["ScalarProblem", "eigenbasis"]
 
 
 def _number(v, name) -> float:
@@ -32,18 +32,35 @@ def _image(fn):
         return None
 
 
+def eigenbasis(tensor, zero_mean: bool):
+    """(k, U): K = U diag(k) Uᵀ for zero-mean units, K − μμᵀ = U diag(k) Uᵀ otherwise (float64,
+    eigenvalues below zero clipped to 0), of the tensor's single block. It depends on neither
+    N, T nor λ1, so fits that share the tensor may share it (a :class:`kren.cache.KernelCache`
+    entry, see :meth:`kren.estimators.base.KrenEstimator.fit`)."""
+    blocks = np.asarray(tensor.blocks)
+    if blocks.ndim != 3 or blocks.shape[0] != 1:
+        raise ValueError(f"the scalar structure needs a tensor with one block (1, P, P), got "
+                         f"blocks of shape {blocks.shape}")
+    K = blocks[0].astype(np.float64)
+    mu = np.asarray(tensor.mu, dtype=np.float64).reshape(-1)
+    Kc = K if zero_mean else K - np.outer(mu, mu)
+    k, U = np.linalg.eigh(0.5 * (Kc + Kc.T))
+    return np.maximum(k, 0.0), U
+
+
 class ScalarProblem:
     """Scalar order parameters in the eigenbasis of the kernel (THEORY §3, §3b).
 
     ``tensor`` holds one block (blocks (1, P, P), mu (1, P)). The generated ``action_eig*``
     take the eigen-decomposition of the kernel their docstrings name: K = U diag(k) Uᵀ for
     zero-mean units, the centered K − μμᵀ = U diag(k) Uᵀ otherwise, with ỹ = Uᵀy, m = Uᵀμ;
-    eigenvalues below zero (round-off of a PSD kernel) are clipped to 0.
+    eigenvalues below zero (round-off of a PSD kernel) are clipped to 0. ``eig``: that
+    decomposition, (k, U) of :func:`eigenbasis`, when already computed (else computed here).
     """
 
     structure = "scalar"
 
-    def __init__(self, tensor, y, T, N, lambda1, zero_mean: bool):
+    def __init__(self, tensor, y, T, N, lambda1, zero_mean: bool, eig=None):
         from ..generated import fc
         blocks = np.asarray(tensor.blocks)
         if blocks.ndim != 3 or blocks.shape[0] != 1:
@@ -56,12 +73,13 @@ class ScalarProblem:
         self.eps = float(np.finfo(np.float64).eps)          # the eigenbasis is float64
         self.storage_eps = float(np.finfo(blocks.dtype).eps)
         self.P = blocks.shape[1]
-        K = blocks[0].astype(np.float64)
         mu = np.asarray(tensor.mu, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64)
-        Kc = K if zero_mean else K - np.outer(mu, mu)
-        k, U = np.linalg.eigh(0.5 * (Kc + Kc.T))
-        self.k = np.maximum(k, 0.0)
+        k, U = eigenbasis(tensor, zero_mean) if eig is None else eig
+        if np.shape(k) != (self.P,) or np.shape(U) != (self.P, self.P):
+            raise ValueError(f"eig must be (k, U) of shapes ({self.P},) and ({self.P}, "
+                             f"{self.P}), got {np.shape(k)} and {np.shape(U)}")
+        self.k = np.asarray(k, dtype=np.float64)
         self.yt = U.T @ y
         self.m = U.T @ mu
         self.n_eval = 0

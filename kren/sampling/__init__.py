@@ -1,6 +1,7 @@
 """Sampled finite networks beside the theory (PyTorch; install the ``nn`` extra).
 
-- :func:`build_network` (also ``Architecture.network``): finite FC, LCN, CNN of THEORY §1.
+- :func:`build_network` (also ``Architecture.network``): finite FC, LCN, CNN of THEORY §1;
+  :func:`build_deep_network` (also ``DeepArchitecture.network``): finite deep FC networks.
 - :class:`LangevinSampler`, :func:`sample_posterior`: full-batch Langevin (optionally MALA)
   sampling of the posterior with several seeded chains, burn-in and thinning.
 - :class:`SamplingResult`: posterior predictive mean/variance, test error with standard errors,
@@ -17,9 +18,11 @@ from .diagnostics import (Diagnostics, autocorrelation, diagnose, effective_samp
                           integrated_autocorr_time, mcse_mean, split_rhat)
 from .langevin import (LangevinSampler, SamplingResult, TestError, sample_posterior,
                        suggest_step_size)
+from .deep import DeepFCNetwork, build_deep_network, suggest_deep_step_size
 from .networks import OneHiddenLayerNetwork, build_network
 
-__all__ = ["build_network", "OneHiddenLayerNetwork", "LangevinSampler", "SamplingResult",
+__all__ = ["build_network", "OneHiddenLayerNetwork", "build_deep_network", "DeepFCNetwork",
+           "suggest_deep_step_size", "LangevinSampler", "SamplingResult",
            "TestError", "sample_posterior", "suggest_step_size", "Diagnostics", "diagnose",
            "split_rhat", "integrated_autocorr_time", "effective_sample_size", "autocorrelation",
            "mcse_mean"]

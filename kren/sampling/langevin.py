@@ -5,6 +5,12 @@ It is the stationary law of dθ = −(∇L + Tλθ) dt + √(2T) dB, discretised
 
     θ ← θ − η (∇_θ L + T λ θ) + √(2ηT) ξ,      ξ ~ N(0, 1),   λ = λ0 (first layer), λ1 (readout).
 
+Any network that lists its parameters with their priors (``net.prior_pairs()``: [(parameter, λ)],
+first layer first) and returns its loss and gradients (``net.loss_and_grad(x, y)`` → (L, f,
+∂L/∂θ_1, …)) is sampled the same way: the one-hidden-layer networks ((W, λ0), (v, λ1)) and the
+deep FC networks of :mod:`kren.sampling.deep` ((W^1, λ0), (W^{l+1}, λ_l), (v, λ_L), THEORY §1),
+whose every layer's empirical kernel is recorded too.
+
 This unadjusted update (ULA) has an O(η) bias in the sampled law; ``metropolis=True`` turns the
 same update into a proposal accepted with the Metropolis–Hastings probability
 min(1, exp(−(U' − U)/T − (|θ − θ' + η∇U'|² − |θ' − θ + η∇U|²)/(4ηT))),  U = L + (T/2) Σ λ θ²,
@@ -29,6 +35,28 @@ import torch
 from ..architecture import check_positive
 from .diagnostics import RHAT_THRESHOLD, diagnose, effective_sample_size, split_chains
 from .networks import build_network, resolve_device, resolve_dtype
+
+
+def mala_log_ratio(L0, L1, theta0, theta1, g0, g1, lam, eta: float, T: float):
+    """log of the MALA acceptance ratio per chain (module docstring), float64 (C,):
+
+        log α = −(U' − U)/T − (|θ − θ' + η∇U'|² − |θ' − θ + η∇U|²)/(4ηT)
+              = (L − L')/T − ½ Σ λ d (2θ + d) − Σ η(g' + g)(η(g' − g) − 2d)/(4ηT),
+
+    d = θ' − θ, g = ∇U(θ), g' = ∇U(θ'), U = L + (T/2) Σ λθ². The second form is the first with
+    each difference of squares factored (a² − b² = (a − b)(a + b)) before the sum, which is
+    accumulated in float64: the separate sums ½Σλθ² and |·|² are ~n/2 for n parameters, so
+    float32 totals (relative round-off ~1e-7 per addition) would leave an error of order
+    n·1e-7 in log α, O(0.1–1) at the ~10⁶ parameters of a deep network of width 800, where
+    the factored terms are each O(√(ηT)) and their rounding is negligible.
+    ``L0``, ``L1`` (C,); ``theta0``, ``theta1``, ``g0``, ``g1`` (C, n); ``lam`` (n,).
+    """
+    f64 = torch.float64
+    d = theta1 - theta0
+    prior = (lam * d * (2.0 * theta0 + d)).sum(dim=1, dtype=f64)
+    prop = ((g1 + g0) * (eta * (g1 - g0) - 2.0 * d)).sum(dim=1, dtype=f64)
+    data = (L0.to(f64) - L1.to(f64)) / T
+    return data - 0.5 * prior - prop / (4.0 * T)
 
 
 def _check_int(value, name, minimum):
@@ -63,7 +91,15 @@ class SamplingResult:
     ``test_predictions`` (C, S, P0) f(x0) at the kept draws; ``train_predictions`` (C, S, P);
     ``kernel`` (P_K, P_K) or None: K̂ averaged over all kept draws and chains;
     ``kernel_chains`` (C, P_K, P_K): the same per chain; ``acceptance`` (C,) MALA acceptance
-    rates (1 for ULA).
+    rates (1 for ULA); ``layer_kernels`` (deep networks) [K̂_1, …, K̂_L], every layer's
+    K̂_l = (1/(λ_l N_l)) Σ_a φ^l_a φ^lᵀ_a averaged over kept draws and chains (the last one is
+    ``kernel``), or None, and ``layer_kernel_chains`` the same per chain ((C, P_K, P_K) each);
+    ``test_conditional_var`` (C, S, P0) or None: with the readout integrated
+    out (``readout="integrated"``, :mod:`kren.sampling.integrated`) every kept draw carries the
+    conditional mean m (``test_predictions``) and variance s² of f0 given the hidden weights, the
+    predictive variance is then mean(s²) + var(m) and the per-draw error mean((y0 − m)² + s²);
+    ``loss_trace`` then holds U = (T/2)[log det A + yᵀA⁻¹y] and ``train_predictions`` the
+    conditional means.
     """
 
     N: int
@@ -87,6 +123,9 @@ class SamplingResult:
     network: object = field(repr=False, default=None)
     rhat_threshold: float = RHAT_THRESHOLD
     min_ess: float = 100.0
+    layer_kernels: list | None = field(repr=False, default=None)
+    layer_kernel_chains: list | None = field(repr=False, default=None)
+    test_conditional_var: np.ndarray | None = field(repr=False, default=None)
 
     # ----------------------------------------------------------------- draws
     @property
@@ -118,10 +157,14 @@ class SamplingResult:
         """
         from .diagnostics import mcse_mean
         F, _ = self._pred(which)
+        cond = self.test_conditional_var if which == "test" else None
         var = F.reshape((-1,) + F.shape[2:]).var(axis=0)
+        if cond is not None:
+            var = var + cond.reshape((-1,) + cond.shape[2:]).mean(axis=0)
         if not return_se:
             return var
-        return var, mcse_mean((F - F.mean(axis=(0, 1))) ** 2)
+        dev = (F - F.mean(axis=(0, 1))) ** 2
+        return var, mcse_mean(dev if cond is None else dev + cond)
 
     def per_draw_error(self, which: str = "test") -> np.ndarray:
         """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S); with D outputs also averaged over the
@@ -129,7 +172,9 @@ class SamplingResult:
         F, y = self._pred(which)
         if y is None:
             raise ValueError(f"no {which} targets were given")
-        return ((F - y) ** 2).mean(axis=tuple(range(2, F.ndim)))
+        cond = self.test_conditional_var if which == "test" else None
+        return ((F - y) ** 2 + (0.0 if cond is None else cond)).mean(
+            axis=tuple(range(2, F.ndim)))
 
     def error(self, which: str = "test") -> TestError:
         """Test (or training) error with bias²/variance split and standard error (see TestError)."""
@@ -180,18 +225,24 @@ class SamplingResult:
 
 
 class LangevinSampler:
-    """Full-batch Langevin sampler of the posterior of a width-N ``arch`` network at temperature T.
+    """Full-batch Langevin sampler of the posterior of a width-N ``arch`` network at temperature T
+    (``arch``: a :class:`kren.Architecture`, or a :class:`kren.DeepArchitecture` with N one width
+    or L widths).
 
     Parameters: ``step_size`` η; ``chains`` independent chains (each started from its own prior
     draw); ``dtype`` float32 (default) or float64; ``device`` "cpu" (default), "cuda" or "auto";
     ``seed`` fixes the prior draws and every noise increment; ``metropolis`` turns ULA into MALA;
     ``train_first_layer=False`` freezes W at its prior draw (then the readout posterior is
-    exactly GP regression with kernel K̂(W) — used by the tests).
+    exactly GP regression with kernel K̂(W) — used by the tests). ``readout="integrated"``
+    (deep architectures): the readout is integrated out exactly and Langevin runs on the hidden
+    weights of the marginal posterior, with Rao–Blackwellized predictions
+    (:mod:`kren.sampling.integrated`).
     """
 
     def __init__(self, arch, N: int, T: float, step_size: float, chains: int = 4,
                  dtype=torch.float32, device="cpu", seed: int = 0, metropolis: bool = False,
-                 train_first_layer: bool = True, outputs: int | None = None):
+                 train_first_layer: bool = True, readout: str = "sampled",
+                 outputs: int | None = None):
         self.T = check_positive(T, "T")
         self.step_size = check_positive(step_size, "step_size")
         self.chains = _check_int(chains, "chains", 1)
@@ -200,7 +251,13 @@ class LangevinSampler:
         self.device = resolve_device(device)
         self.metropolis = bool(metropolis)
         self.train_first_layer = bool(train_first_layer)
+        if readout not in ("sampled", "integrated"):
+            raise ValueError(f"readout must be 'sampled' or 'integrated', got {readout!r}")
+        self.readout = readout
         self.outputs = None if outputs is None else _check_int(outputs, "outputs", 1)
+        if self.outputs is not None and readout == "integrated":
+            raise ValueError("readout='integrated' serves one output; D outputs (outputs="
+                             f"{self.outputs}) sample the readout (readout='sampled')")
         self.arch = arch
         self.N = N
         self.network = None
@@ -212,6 +269,9 @@ class LangevinSampler:
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
         net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
                             seed=init_seed, chains=self.chains, outputs=self.outputs)
+        if self.readout == "integrated":
+            from .integrated import IntegratedReadout
+            net = IntegratedReadout(net, self.T)
         self._gen = torch.Generator(device=net.device)
         self._gen.manual_seed(noise_seed)
         return net
@@ -287,7 +347,6 @@ class LangevinSampler:
             xk = net.prepare(X_kernel, "X_kernel")
 
         gen = self._gen
-        lam_W, lam_v = net.lambda0, net.lambda1
         noise = math.sqrt(2.0 * eta * T)
 
         P = x.shape[1]
@@ -295,34 +354,41 @@ class LangevinSampler:
         train_pred = torch.empty((S, C, P) + oshape, dtype=dt, device=dev)
         test_pred = (torch.empty((S, C, xt.shape[1]) + oshape, dtype=dt, device=dev)
                      if xt is not None else None)
+        rao_blackwell = xt is not None and getattr(net, "rao_blackwell", False)
+        test_cvar = torch.empty_like(test_pred) if rao_blackwell else None
         ksum = (torch.zeros((C, xk.shape[1], xk.shape[1]), dtype=torch.float64, device=dev)
                 if xk is not None else None)
+        # networks with several layers also record every layer's empirical kernel
+        layered = xk is not None and hasattr(net, "layer_kernel_sums")
+        lsum = [torch.zeros_like(ksum) for _ in range(net.L)] if layered else None
         accepted = torch.zeros(C, dtype=torch.float64, device=dev)
 
-        # All parameters of a chain live in one flat row θ = (W, v) of a (C, D) tensor; W and v
-        # become views of it, so each update below is one tensor operation.
-        DW = net.W[0].numel()
-        theta = torch.cat([net.W.detach().reshape(C, -1), net.v.detach().reshape(C, -1)], dim=1)
-        net.W.data = theta[:, :DW].view(net.W.shape)
-        net.v.data = theta[:, DW:].view(net.v.shape)
-        lam = torch.cat([torch.full((DW,), lam_W, dtype=dt, device=dev),
-                         torch.full((theta.shape[1] - DW,), lam_v, dtype=dt, device=dev)])
+        # All parameters of a chain live in one flat row θ of a (C, D) tensor, in the order of the
+        # network's (parameter, prior) pairs (one hidden layer: (W, λ0), (v, λ1); deep: every
+        # W^l, then v); each parameter becomes a view of it, so each update below is one tensor
+        # operation. DW counts the first layer's entries (frozen by train_first_layer=False).
+        pairs = net.prior_pairs()
+        sizes = [p[0].numel() for p, _ in pairs]
+        DW = sizes[0]
+        theta = torch.cat([p.detach().reshape(C, -1) for p, _ in pairs], dim=1)
+        start = 0
+        for (p, _), size in zip(pairs, sizes):
+            p.data = theta[:, start:start + size].view(p.shape)
+            start += size
+        lam = torch.cat([torch.full((size,), float(lp), dtype=dt, device=dev)
+                         for (_, lp), size in zip(pairs, sizes)])
         lamT = lam * T
         frozen = not self.train_first_layer
 
         def evaluate():
             """(L, f, ∇U) at the current θ, ∇U = ∇L + Tλθ (zero on a frozen first layer)."""
-            L, f, gW, gv = net.loss_and_grad(x, yt)
-            g = torch.cat([gW.reshape(C, -1), gv.reshape(C, -1)], dim=1).addcmul_(theta, lamT)
+            L, f, *grads = net.loss_and_grad(x, yt)
+            g = torch.cat([gr.reshape(C, -1) for gr in grads], dim=1).addcmul_(theta, lamT)
             if frozen:
                 g[:, :DW] = 0.0
             return L, f, g
 
-        def energy(L):                                   # U/T = L/T + ½ Σ λ θ², per chain
-            return L / T + 0.5 * (theta * theta) @ lam
-
         L, f, g = evaluate()
-        U = energy(L) if self.metropolis else None
         every = max(1, steps // 20)
         t0 = time.perf_counter()
         k = 0
@@ -338,28 +404,29 @@ class LangevinSampler:
                 theta.add_(g, alpha=-eta).add_(xi.to(dt), alpha=noise)
                 L1, f1, g1 = evaluate()
                 if self.metropolis:
-                    U1 = energy(L1)
-                    d = theta - theta0
-                    fwd = (d + eta * g).square_().sum(dim=1)        # |θ' − θ + η∇U(θ)|²
-                    bwd = (eta * g1 - d).square_().sum(dim=1)       # |θ − θ' + η∇U(θ')|²
-                    log_alpha = (U - U1) - (bwd - fwd) / (4.0 * eta * T)
+                    log_alpha = mala_log_ratio(L, L1, theta0, theta, g, g1, lam, eta, T)
                     u = torch.rand(C, generator=gen, dtype=torch.float64, device=dev)
-                    acc = torch.log(u) < log_alpha.to(torch.float64)
+                    acc = torch.log(u) < log_alpha
                     accepted += acc
                     a1 = acc[:, None]
                     theta.copy_(torch.where(a1, theta, theta0))
                     L = torch.where(acc, L1, L)
                     f = torch.where(acc.view((C,) + (1,) * (f.ndim - 1)), f1, f)
                     g = torch.where(a1, g1, g)
-                    U = torch.where(acc, U1, U)
                 else:
                     L, f, g = L1, f1, g1
                 loss_trace[t] = L
                 if t >= burn_in and (t - burn_in + 1) % thin == 0 and k < S:
                     train_pred[k] = f
-                    if xt is not None:
-                        test_pred[k] = net._f(_act(net, net._pre(xt)))
-                    if ksum is not None:
+                    if rao_blackwell:
+                        test_pred[k], test_cvar[k] = net._predict(xt)
+                    elif xt is not None:
+                        test_pred[k] = net._predict(xt)
+                    if layered:
+                        for acc, part in zip(lsum, net.layer_kernel_sums(xk)):
+                            acc += part.to(torch.float64)
+                        ksum += part.to(torch.float64)          # the readout's: the last layer
+                    elif ksum is not None:
                         ksum += net._kernel_sum(xk).to(torch.float64)
                     k += 1
                 if progress is not None and (t + 1) % every == 0:
@@ -373,6 +440,8 @@ class LangevinSampler:
                 "use a smaller step size")
         norm = net.kernel_scale
         kernel_chains = (ksum * norm / S).cpu().numpy() if ksum is not None else None
+        layer_chains = ([(a * c / S).cpu().numpy() for a, c in zip(lsum, net.layer_kernel_scales)]
+                        if layered else None)
         return SamplingResult(
             N=net.N, T=T, step_size=eta, steps=steps, burn_in=burn_in, thin=thin, chains=C,
             metropolis=self.metropolis,
@@ -384,7 +453,11 @@ class LangevinSampler:
             kernel=kernel_chains.mean(axis=0) if kernel_chains is not None else None,
             kernel_chains=kernel_chains,
             acceptance=(accepted / steps).cpu().numpy() if self.metropolis else np.ones(C),
-            wall_time=wall, arch=arch, network=net)
+            wall_time=wall, arch=arch, network=net,
+            layer_kernels=[k.mean(axis=0) for k in layer_chains] if layered else None,
+            layer_kernel_chains=layer_chains,
+            test_conditional_var=(test_cvar.transpose(0, 1).cpu().double().numpy()
+                                  if test_cvar is not None else None))
 
 
 def _act(net, h):
@@ -395,11 +468,11 @@ def sample_posterior(arch, N: int, X, y, T: float, step_size: float, steps: int,
                      burn_in: int | None = None, thin: int = 10, chains: int = 4, X_test=None,
                      y_test=None, X_kernel="train", dtype=torch.float32, device="cpu",
                      seed: int = 0, metropolis: bool = False, progress=None,
-                     outputs: int | None = None) -> SamplingResult:
+                     readout: str = "sampled", outputs: int | None = None) -> SamplingResult:
     """One call: build a :class:`LangevinSampler` and run it (arguments as there; ``outputs``
     D for a network with D outputs, y then (P, D))."""
     sampler = LangevinSampler(arch, N, T, step_size, chains=chains, dtype=dtype, device=device,
-                              seed=seed, metropolis=metropolis, outputs=outputs)
+                              seed=seed, metropolis=metropolis, readout=readout, outputs=outputs)
     return sampler.run(X, y, steps=steps, burn_in=burn_in, thin=thin, X_test=X_test,
                        y_test=y_test, X_kernel=X_kernel, progress=progress)
 
@@ -417,6 +490,10 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     variance of the stiffest direction is about η h_max / 2 (= fraction/2). With D outputs
     (``outputs``) Θ is (P·D)×(P·D): c² ΦΦᵀ ⊗ 𝟙_D plus G Gᵀ with one G per output d (v_{a,i,d}).
     """
+    from ..deep_architecture import DeepArchitecture
+    if isinstance(arch, DeepArchitecture):
+        from .deep import suggest_deep_step_size
+        return suggest_deep_step_size(arch, N, X, T, fraction, seed, chains)
     fraction = check_positive(fraction, "fraction")
     arch = arch.with_input(X)
     net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains, outputs=outputs)

@@ -132,6 +132,10 @@ class OneHiddenLayerNetwork(torch.nn.Module):
     output_shape: tuple = ()
 
     # ------------------------------------------------------------------ setup
+    def prior_pairs(self) -> list:
+        """[(parameter, λ)] for the Langevin sampler, first layer first: (W, λ0), (v, λ1)."""
+        return [(self.W, self.lambda0), (self.v, self.lambda1)]
+
     @property
     def scale(self) -> float:
         """The readout normalization (N n_r)^{-1/2}: (N n)^{-1/2} (local readout), N^{-1/2} (FC,
@@ -254,6 +258,10 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         """f = c Σ_{a,k} v_{a,k} r_{a,k} (r the readout features), phi (φ_{a,i}) in the internal
         layout: (C, P)."""
         return (self._readout(phi) * self._vt()[:, :, None, :]).sum(dim=(1, 3)).mul_(self.scale)
+
+    def _predict(self, xn: torch.Tensor) -> torch.Tensor:
+        """f at patch-major inputs xn (n, P, M): (C, P) (internal fast path, no autograd)."""
+        return self._f(self.act.sigma_torch(self._pre(xn)))
 
     def _public(self, t: torch.Tensor) -> torch.Tensor:
         """(C, n, P, N) → (C, P, N, n), or (P, N, n) for a single network."""
