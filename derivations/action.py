@@ -1080,7 +1080,8 @@ def explicit(expr, env):
         return env[str(expr)]
     if isinstance(expr, sp.Symbol) or expr.is_Number:
         return expr
-    size = lambda d: int(sp.sympify(d).xreplace({s: env[str(s)] for s in (n, P, P0, P1, P2)  # noqa: E731
+    size = lambda d: int(sp.sympify(d).xreplace({s: env[str(s)]  # noqa: E731
+                                                   for s in sp.sympify(d).free_symbols
                                                    if str(s) in env}))
     if isinstance(expr, Identity):
         return sp.eye(size(expr.shape[0]))

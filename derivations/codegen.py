@@ -827,6 +827,14 @@ from . import deep_codegen as _deep_codegen  # noqa: E402
 MODULES["deep_fc"] = (_deep_codegen.DOC, _deep_codegen.functions)
 IMPORTS["deep_fc"] = _deep_codegen.IMPORTS
 
+# D outputs (THEORY §3c): the functions are built in derivations.codegen_multi.
+from . import codegen_multi as _codegen_multi  # noqa: E402
+
+MODULES["multi"] = (_codegen_multi.DOC_MULTI, _codegen_multi.functions_multi)
+IMPORTS["multi"] = _codegen_multi.IMPORTS_MULTI
+MODULES["multi_fc"] = (_codegen_multi.DOC_MULTI_FC, _codegen_multi.functions_multi_fc)
+IMPORTS["multi_fc"] = _codegen_multi.IMPORTS_MULTI_FC
+
 
 def generate() -> dict:
     """{file name: source text} for every generated module (computed once per process)."""

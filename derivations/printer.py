@@ -279,6 +279,9 @@ class KrenPrinter(NumPyPrinter):
 
     ``tensor_args`` maps a tensor symbol name (K, Kx, Kd) to how it is passed:
     ("pairs", blocks, pairs) for a stored-pair tensor, ("full", name) for a full tensor,
+    ("multi", blocks, packed pairs, pairs, D) for the lifted D-output tensor E_de ⊗ K_ij over
+    stored pairs, ("multi_full", name, D) / ("multi_diag", name, D) for its test×train blocks
+    (kren.multi_linalg; THEORY §3c),
     ("diag", name) for the diagonal blocks K_ii only (LCN, shape (n, ...)),
     ("matrix", name) for the FC kernel (a single P×P matrix).
     """
@@ -438,6 +441,12 @@ class KrenPrinter(NumPyPrinter):
     def _print_PairSum(self, expr):
         spec = self._tensor(expr.tensor)
         W = self._print(expr.W)
+        if spec[0] == "multi":          # D outputs: ("multi", blocks, packed pairs, pairs, D)
+            return f"multi_pair_combine({W}, {spec[1]}, {spec[3]}, {spec[4]})"
+        if spec[0] == "multi_full":     # ("multi_full", Kx, D) and ("multi_diag", Kx, D)
+            return f"multi_full_combine({W}, {spec[1]}, {spec[2]})"
+        if spec[0] == "multi_diag":
+            return f"multi_diag_combine({W}, {spec[1]}, {spec[2]})"
         if spec[0] == "pairs":
             return f"pair_combine({W}, {spec[1]}, {spec[2]})"
         if spec[0] == "full":
@@ -455,6 +464,8 @@ class KrenPrinter(NumPyPrinter):
 
     def _print_PairContract(self, expr):
         spec = self._tensor(expr.tensor)
+        if spec[0] == "multi":
+            return f"multi_pair_contract({spec[1]}, {self._print(expr.B)}, {spec[3]}, {spec[4]})"
         if spec[0] != "pairs":
             raise ValueError("PairContract needs a stored-pair tensor")
         return f"pair_contract({spec[1]}, {self._print(expr.B)}, {spec[2]}, " \
@@ -462,12 +473,18 @@ class KrenPrinter(NumPyPrinter):
 
     def _print_PairHessianTerms(self, expr):
         spec = self._tensor(expr.args[0])
+        if spec[0] == "multi":
+            return (f"multi_pair_hessian_terms({spec[1]}, {spec[3]}, {spec[4]}, "
+                    f"{self._print(expr.args[1])}, {self._print(expr.args[2])})")
         return (f"pair_hessian_terms({spec[1]}, {spec[2]}, {self._print(expr.args[1])}, "
                 f"{self._print(expr.args[2])})")
 
     def _print_SaddleHessianTerms(self, expr):
         spec = self._tensor(expr.args[0])
         _, mu, V, F, z = expr.args
+        if spec[0] == "multi":
+            return (f"multi_pair_hessian_terms({spec[1]}, {spec[3]}, {spec[4]}, {self._print(F)}, "
+                    f"{self._print(z)}, mu={self._print(mu)}, V={self._print(V)}, sign=-1.0)")
         return (f"pair_hessian_terms({spec[1]}, {spec[2]}, {self._print(F)}, {self._print(z)}, "
                 f"mu={self._print(mu)}, V={self._print(V)}, sign=-1.0)")
 

@@ -44,11 +44,12 @@ def _int_tuple(text):
 
 
 def _classes(text):
-    if text == "even-odd":
-        return "even-odd"
+    if text in ("even-odd", "all"):
+        return text
     vals = tuple(int(v) for v in str(text).split(","))
     if len(vals) != 2:
-        raise argparse.ArgumentTypeError(f"--classes expects 'a,b' or 'even-odd', got {text!r}")
+        raise argparse.ArgumentTypeError(f"--classes expects 'a,b', 'even-odd' or 'all', got "
+                                         f"{text!r}")
     return vals
 
 
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="architectures (default: cnn lcn fc)")
     a("--N", nargs="+", default=["10,50"],
       help="widths: '10 50', '10,50' (all archs) and/or per arch 'cnn:10,50 fc:400'")
-    a("--classes", type=_classes, default=(0, 1), help="digit classes 'a,b' or 'even-odd' (0,1)")
+    a("--classes", type=_classes, default=(0, 1),
+      help="digit classes 'a,b', 'even-odd' (one ±1 output) or 'all' (10 outputs, one-hot ±1 "
+           "targets, THEORY §3c) (default 0,1)")
     a("--P", type=int, default=200, help="training set size (default 200)")
     a("--n-test", type=int, default=100, help="test set size (default 100)")
     a("--data-seed", type=int, default=0, help="seed of the train/test split (default 0)")
@@ -216,8 +219,11 @@ def _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, pad
     say = (lambda *a: None) if quiet else log
     t_start = time.perf_counter()
     try:
-        data = load_digits(classes=classes, n_train=P, n_test=n_test, seed=data_seed)
+        multi = classes == "all"         # D = 10 outputs, one-hot ±1 targets (THEORY §3c)
+        data = load_digits(classes=classes, n_train=P, n_test=n_test, seed=data_seed,
+                           one_hot=multi)
         X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
+        outputs = y.shape[1] if y.ndim == 2 else None
         cfg = dict(input_shape=list(data.input_shape), mask=mask, stride=stride, padding=padding,
                    activation=activation, lambda0=lambda0, lambda1=lambda1, T=T)
         rows, kernels = [], {}
@@ -233,12 +239,12 @@ def _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, pad
                 t_theory = time.perf_counter() - t0
                 say(f"[{ARCH_NAMES[kind]} N={N}] theory ε = {te.total:.4f} "
                     f"({t_theory:.1f} s); sampling {chains} chains × {steps} steps ...")
-                want_kernel = (N == k_N)
+                want_kernel = (N == k_N) and outputs is None      # K̂ vs K_R: one output
                 r = sample_posterior(arch, N, X, y, T, step_size=step, steps=steps,
                                      burn_in=burn_in, thin=thin, chains=chains, X_test=Xt,
                                      y_test=yt, X_kernel="train" if want_kernel else None,
                                      dtype=dtype, device=device, seed=seed,
-                                     metropolis=metropolis)
+                                     metropolis=metropolis, outputs=outputs)
                 se = r.test_error()
                 dg = r.diagnostics()
                 rhat = max(dg.rhat_test_error, dg.rhat_loss)
@@ -256,7 +262,12 @@ def _run_compare(archs, widths, classes, P, n_test, data_seed, mask, stride, pad
                     "z": (se.total - te.total) / se.se if se.se > 0 else math.inf,
                 }
                 if kind == "fc":
-                    row["theory"]["Q"] = float(np.asarray(est.Q_).ravel()[0])
+                    row["theory"]["Q"] = (float(np.asarray(est.Q_).ravel()[0]) if outputs is None
+                                          else np.asarray(est.Q_).tolist())
+                if outputs is not None:
+                    row["outputs"] = outputs
+                    if getattr(te, "per_output", None):
+                        row["theory"]["per_output"] = np.asarray(te.per_output["total"]).tolist()
                 rows.append(row)
                 say(f"[{ARCH_NAMES[kind]} N={N}] sampled ε = {se.total:.4f} ± {se.se:.4f}, "
                     f"R̂ = {rhat:.3f}, acceptance {np.mean(r.acceptance):.2f}, "

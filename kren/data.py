@@ -11,9 +11,18 @@ Options common to the loaders of labelled images
     * two labels ``(a, b)``: keep those two classes, y = target[0] (+1) for a, target[1] (−1) for b;
     * a two-way split ``((0, 2, 4, 6, 8), (1, 3, 5, 7, 9))``: the first group -> +1, the second -> −1;
     * ``"even-odd"``: the split above (even digits +1, odd digits −1);
-    * ``None``: every class, y = the raw label as a float (regression target).
+    * ``None``: every class, y = the raw label as a float (regression target);
+    * ``"all"``: every class as a class (THEORY §1, D outputs): y = the integer label (as a
+      float, shape (P,)), or with ``one_hot=True`` the (P, C) one-hot targets, C the number of
+      classes of the data set (10 for digits, MNIST, CIFAR-10), output d for the d-th smallest
+      label. The integer labels are also in ``aux["labels_train"]``/``aux["labels_test"]`` and
+      the class list in ``meta["labels"]``.
 ``target``
-    the pair of values (first group, second group), default (+1.0, −1.0); unused for ``None``.
+    the pair of values (first group, second group), default (+1.0, −1.0); with
+    ``classes="all", one_hot=True``: (true class, every other class), so (1, −1) gives ±1
+    targets and (1, 0) gives 0/1 targets; unused for ``None`` and for ``"all"`` without one-hot.
+``one_hot``
+    ``False`` (default) or ``True`` (only with ``classes="all"``): one-hot (P, C) targets.
 ``n_train``, ``n_test``, ``seed``
     samples drawn uniformly without replacement, deterministically given ``seed``; train and test
     are disjoint (MNIST, CIFAR: train from the training files, test from the test files; digits:
@@ -63,7 +72,8 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 # ====================================================================== Dataset
 @dataclass
 class Dataset:
-    """A train/test split: X (P, N0) float64 flattened channels-first, y (P,) float64.
+    """A train/test split: X (P, N0) float64 flattened channels-first, y (P,) float64 (or (P, D)
+    one-hot targets for ``classes="all", one_hot=True``).
 
     ``input_shape`` = (C, H, W); ``meta``: the parameters that produced it (name, classes,
     n_train, n_test, seed, standardize, ...). ``aux`` holds optional extra arrays (the teacher's
@@ -87,9 +97,9 @@ class Dataset:
             if X.ndim != 2 or X.shape[1] != N0:
                 raise ValueError(f"X_{split} must have shape (P, {N0}) for input_shape "
                                  f"{self.input_shape}, got {X.shape}")
-            if y.shape != (X.shape[0],):
-                raise ValueError(f"y_{split} must have shape ({X.shape[0]},) to match X_{split}, "
-                                 f"got {y.shape}")
+            if y.shape[:1] != (X.shape[0],) or y.ndim not in (1, 2):
+                raise ValueError(f"y_{split} must have shape ({X.shape[0]},) or ({X.shape[0]}, D) "
+                                 f"to match X_{split}, got {y.shape}")
             setattr(self, f"X_{split}", X)
             setattr(self, f"y_{split}", y)
 
@@ -157,8 +167,10 @@ def _parse_classes(classes):
     if isinstance(classes, str):
         if classes.replace("_", "-").lower() == "even-odd":
             return EVEN_ODD
+        if classes.lower() == "all":
+            return "all"
         raise ValueError(f"unknown classes {classes!r}: use two labels (a, b), two groups of "
-                         "labels ((..), (..)), 'even-odd' or None")
+                         "labels ((..), (..)), 'even-odd', 'all' or None")
     try:
         items = list(classes)
     except TypeError:
@@ -197,11 +209,27 @@ def _check_target(target):
     return a, b
 
 
-def _label_selection(labels: np.ndarray, groups, target, split: str):
-    """Indices kept and their targets. ``groups`` from :func:`_parse_classes`."""
+def _check_one_hot(one_hot, groups):
+    if not isinstance(one_hot, (bool, np.bool_)):
+        raise ValueError(f"one_hot must be True or False, got {one_hot!r}")
+    if one_hot and groups != "all":
+        raise ValueError("one_hot=True needs classes='all' (one output per class); two classes "
+                         "or groups give one ±1 target")
+    return bool(one_hot)
+
+
+def _label_selection(labels: np.ndarray, groups, target, split: str, one_hot=False,
+                     all_labels=None):
+    """Indices kept and their targets. ``groups`` from :func:`_parse_classes`; for "all" the
+    targets are the labels (float) or, ``one_hot``, (P, C) rows over ``all_labels``."""
     labels = np.asarray(labels)
-    if groups is None:
+    if groups is None or groups == "all":
         idx = np.arange(labels.shape[0])
+        if groups == "all" and one_hot:
+            classes = np.asarray(all_labels)
+            Y = np.full((labels.shape[0], classes.shape[0]), target[1], dtype=np.float64)
+            Y[idx, np.searchsorted(classes, labels)] = target[0]
+            return idx, Y
         return idx, labels.astype(np.float64)
     present = set(np.unique(labels).tolist())
     missing = [c for g in groups for c in g if c not in present]
@@ -254,19 +282,34 @@ def _finish(name, X_train, y_train, X_test, y_test, input_shape, standardize, me
 
 
 def _classes_meta(groups):
+    if groups == "all":
+        return "all"
     return None if groups is None else [list(g) for g in groups]
 
 
+def _all_meta(groups, one_hot, all_labels, target, labels_tr, labels_te):
+    """meta and aux entries of classes="all": the class list, one_hot, the integer labels."""
+    if groups != "all":
+        return {}, {}
+    return ({"labels": [int(c) for c in all_labels], "one_hot": bool(one_hot),
+             "target": list(target) if one_hot else None},
+            {"labels_train": np.asarray(labels_tr, dtype=np.int64),
+             "labels_test": np.asarray(labels_te, dtype=np.int64)})
+
+
 def _labelled_split(name, train_images, train_labels, test_images, test_labels, input_shape,
-                    scale, classes, n_train, n_test, seed, standardize, target, extra_meta):
+                    scale, classes, n_train, n_test, seed, standardize, target, extra_meta,
+                    one_hot=False):
     """Select classes, draw disjoint train/test sets, scale, standardize (MNIST, CIFAR)."""
     groups = _parse_classes(classes)
     target = _check_target(target)
+    one_hot = _check_one_hot(one_hot, groups)
     n_train = _check_count(n_train, "n_train")
     n_test = _check_count(n_test, "n_test", allow_none=True)
     seed = _check_seed(seed)
-    tr_idx, tr_y = _label_selection(train_labels, groups, target, "training")
-    te_idx, te_y = _label_selection(test_labels, groups, target, "test")
+    all_labels = np.union1d(np.unique(train_labels), np.unique(test_labels))
+    tr_idx, tr_y = _label_selection(train_labels, groups, target, "training", one_hot, all_labels)
+    te_idx, te_y = _label_selection(test_labels, groups, target, "test", one_hot, all_labels)
     ss_train, ss_test = np.random.SeedSequence(seed).spawn(2)
     what = "the selected classes of the " if groups is not None else "the "
     d_tr = _draw(np.random.default_rng(ss_train), tr_idx.size, n_train, "n_train",
@@ -276,23 +319,31 @@ def _labelled_split(name, train_images, train_labels, test_images, test_labels, 
     rows_tr, rows_te = tr_idx[d_tr], te_idx[d_te]
     X_train = train_images[rows_tr].reshape(rows_tr.size, -1).astype(np.float64) / scale
     X_test = test_images[rows_te].reshape(rows_te.size, -1).astype(np.float64) / scale
-    meta = {"classes": _classes_meta(groups), "target": list(target) if groups else None,
+    meta = {"classes": _classes_meta(groups),
+            "target": list(target) if groups and groups != "all" else None,
             "seed": seed, "scale": float(scale), "n_available_train": int(tr_idx.size),
             "n_available_test": int(te_idx.size),
             **extra_meta}
-    return _finish(name, X_train, tr_y[d_tr], X_test, te_y[d_te], input_shape, standardize, meta)
+    more, aux = _all_meta(groups, one_hot, all_labels, target,
+                          np.asarray(train_labels)[rows_tr], np.asarray(test_labels)[rows_te])
+    meta.update(more)
+    ds = _finish(name, X_train, tr_y[d_tr], X_test, te_y[d_te], input_shape, standardize, meta)
+    ds.aux.update(aux)
+    return ds
 
 
 # ====================================================================== digits
 def load_digits(classes=(0, 1), n_train=200, n_test=None, seed=0, standardize=True,
-                target=(1.0, -1.0)) -> Dataset:
+                target=(1.0, -1.0), one_hot=False) -> Dataset:
     """scikit-learn's bundled 8×8 digits (1797 images, pixel values 0..16), input_shape (1, 8, 8).
 
     Train and test are drawn from the one bundled set: a seeded permutation of the selected
     samples, train = its first n_train entries, test = its last n_test entries (``n_test=None``:
     every sample not in train). Defaults: classes (0, 1) have 360 samples (178 zeros, 182 ones),
     so n_train = 200 and the remaining 160 for testing. Pixels / 16 before standardization.
-    See the module docstring for ``classes``, ``target`` and ``standardize``.
+    ``classes="all"``: the ten digits (1797 samples; y the label, or with ``one_hot=True`` the
+    (P, 10) one-hot targets). See the module docstring for ``classes``, ``target``,
+    ``one_hot`` and ``standardize``.
     """
     from sklearn.datasets import load_digits as _sk_digits
 
@@ -301,10 +352,12 @@ def load_digits(classes=(0, 1), n_train=200, n_test=None, seed=0, standardize=Tr
     labels = np.asarray(bunch.target, dtype=np.int64)
     groups = _parse_classes(classes)
     target = _check_target(target)
+    one_hot = _check_one_hot(one_hot, groups)
     n_train = _check_count(n_train, "n_train")
     n_test = _check_count(n_test, "n_test", allow_none=True)
     seed = _check_seed(seed)
-    idx, y = _label_selection(labels, groups, target, "digits")
+    all_labels = np.unique(labels)
+    idx, y = _label_selection(labels, groups, target, "digits", one_hot, all_labels)
     pool = idx.size
     where = ("the selected digit classes" if groups is not None else "the digits set")
     if n_train + (n_test or 0) > pool or (n_test is None and n_train >= pool):
@@ -314,11 +367,17 @@ def load_digits(classes=(0, 1), n_train=200, n_test=None, seed=0, standardize=Tr
     perm = np.random.default_rng(seed).permutation(pool)
     d_tr = perm[:n_train]
     d_te = perm[n_train:] if n_test is None else perm[pool - n_test:]
-    meta = {"classes": _classes_meta(groups), "target": list(target) if groups else None,
+    meta = {"classes": _classes_meta(groups),
+            "target": list(target) if groups and groups != "all" else None,
             "seed": seed, "scale": 16.0, "n_available": int(pool),
             "source": "sklearn.datasets.load_digits"}
-    return _finish("digits", images[idx[d_tr]] / 16.0, y[d_tr], images[idx[d_te]] / 16.0, y[d_te],
-                   (1, 8, 8), standardize, meta)
+    more, aux = _all_meta(groups, one_hot, all_labels, target, labels[idx[d_tr]],
+                          labels[idx[d_te]])
+    meta.update(more)
+    ds = _finish("digits", images[idx[d_tr]] / 16.0, y[d_tr], images[idx[d_te]] / 16.0,
+                 y[d_te], (1, 8, 8), standardize, meta)
+    ds.aux.update(aux)
+    return ds
 
 
 # ====================================================================== idx (MNIST)
@@ -377,7 +436,8 @@ def _find_file(directory, name, what, names) -> str:
                             f"{', '.join(names)}")
 
 
-def _load_idx_set(name, path, classes, n_train, n_test, seed, standardize, target) -> Dataset:
+def _load_idx_set(name, path, classes, n_train, n_test, seed, standardize, target,
+                  one_hot=False) -> Dataset:
     names = list(MNIST_FILES.values())
     directory = _find_dir(path, names, name)
     files = {k: _find_file(directory, v, name, names) for k, v in MNIST_FILES.items()}
@@ -399,25 +459,26 @@ def _load_idx_set(name, path, classes, n_train, n_test, seed, standardize, targe
     return _labelled_split(name, arrays["train_images"], arrays["train_labels"],
                            arrays["test_images"], arrays["test_labels"], input_shape, 255.0,
                            classes, n_train, n_test, seed, standardize, target,
-                           {"source": os.path.abspath(directory)})
+                           {"source": os.path.abspath(directory)}, one_hot)
 
 
 def load_mnist(path, classes=(0, 1), n_train=500, n_test=500, seed=0, standardize=True,
-               target=(1.0, -1.0)) -> Dataset:
+               target=(1.0, -1.0), one_hot=False) -> Dataset:
     """MNIST from a directory of the standard idx files (plain or .gz; ``path`` or ``path/raw``):
     train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
     t10k-labels-idx1-ubyte. input_shape (1, 28, 28); pixels / 255 before standardization.
     Train drawn from the training files, test from the t10k files (module docstring for options).
     """
-    return _load_idx_set("mnist", path, classes, n_train, n_test, seed, standardize, target)
+    return _load_idx_set("mnist", path, classes, n_train, n_test, seed, standardize, target,
+                         one_hot)
 
 
 def load_fashion_mnist(path, classes=(0, 1), n_train=500, n_test=500, seed=0, standardize=True,
-                       target=(1.0, -1.0)) -> Dataset:
+                       target=(1.0, -1.0), one_hot=False) -> Dataset:
     """Fashion-MNIST: the same idx file names and layout as :func:`load_mnist` (labels 0..9 =
     T-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot)."""
     return _load_idx_set("fashion-mnist", path, classes, n_train, n_test, seed, standardize,
-                         target)
+                         target, one_hot)
 
 
 # ====================================================================== CIFAR-10
@@ -440,7 +501,7 @@ def _read_cifar_batch(path):
 
 
 def load_cifar10(path, grayscale=False, classes=(0, 1), n_train=500, n_test=500, seed=0,
-                 standardize=True, target=(1.0, -1.0)) -> Dataset:
+                 standardize=True, target=(1.0, -1.0), one_hot=False) -> Dataset:
     """CIFAR-10 from the python-pickle batch directory (data_batch_1..data_batch_5, test_batch;
     ``path`` itself or ``path/cifar-10-batches-py``). Each batch is a dict with b"data"
     (count, 3072) uint8, rows = 1024 red, 1024 green, 1024 blue values, each 32×32 row-major
@@ -479,7 +540,7 @@ def load_cifar10(path, grayscale=False, classes=(0, 1), n_train=500, n_test=500,
     return _labelled_split("cifar10", tr_img, tr_lab, te_img, te_lab, input_shape, 255.0,
                            classes, n_train, n_test, seed, standardize, target,
                            {"source": os.path.abspath(directory), "grayscale": bool(grayscale),
-                            "luminance": list(LUMINANCE) if grayscale else None})
+                            "luminance": list(LUMINANCE) if grayscale else None}, one_hot)
 
 
 class _LazyRows:

@@ -61,7 +61,8 @@ def _bad_x(how, X):
 
 def _bad_y(how, y):
     return {"nan": np.where(np.arange(y.size) == 0, np.nan, y), "short": y[:-1],
-            "complex": y + 0.5j, "matrix": np.outer(y, y), "none": None}[how]
+            # a (P, D) matrix is D outputs (issue 10, THEORY §3c): a 3-d array is the bad shape
+            "complex": y + 0.5j, "matrix": np.outer(y, y)[:, :, None], "none": None}[how]
 
 
 def _gp(est, X, y, T):

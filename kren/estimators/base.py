@@ -44,8 +44,12 @@ from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
 from ..guard import guarded
 from ..validation import InvalidParameterError, check_dtype, check_n_features, check_targets
+from .multi import (check_label_values, check_labels, check_multi_targets, encode_labels,
+                    multi_storage_plan,
+                    prepare_targets, test_error_multi)
 from .solve import SolverResult, solve_saddle
 from .state import Fit
+from ..renormalized_multi import multi_identity
 
 __all__ = ["KrenEstimator", "TestError"]
 
@@ -88,6 +92,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         "dtype": [StrOptions({"float64", "float32"}), type, np.dtype],
         "memory_budget": [None, Interval(Real, 0, None, closed="neither")],
         "cache": [None, KernelCache],
+        "one_hot": ["boolean"],
+        "label_values": [tuple, list],
         "storage": [StrOptions(set(STORAGES))],
         "device": [None, str],
         "time_budget": [None, _POSITIVE],
@@ -113,6 +119,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         except _SkInvalidParameterError as exc:
             raise InvalidParameterError(str(exc)) from None
         check_dtype(self.dtype)
+        check_label_values(self.label_values)
         try:
             return self._architecture()
         except InvalidParameterError:
@@ -137,18 +144,27 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         dtype = check_dtype(self.dtype)
         train = arch.prepare(X, "X")
         arch = train.arch
-        y = check_targets(y, train.P)
+        y, classes = prepare_targets(y, train.P, self.one_hot, self.label_values)
         # subclasses that predate these parameters get the defaults (storage "auto", NumPy)
         storage, device = getattr(self, "storage", "auto"), getattr(self, "device", None)
         time_budget, progress = getattr(self, "time_budget", None), getattr(self, "progress", False)
-        plan = plan_storage(arch, train.P, storage, dtype, self.memory_budget, device)
-        tensor = cached(self.cache,
-                        lambda: KernelCache.key("train", arch, plan.dtype, train,
-                                                extra=(plan.mode, plan.device)),
-                        lambda: solver_tensor(arch, train, plan))
+        if y.ndim == 2:                 # D outputs (THEORY §3c): the stacked blocks
+            plan = multi_storage_plan(arch, train.P, storage, device, dtype)
+            tensor = cached(self.cache,
+                            lambda: KernelCache.key("train", arch, plan.dtype, train,
+                                                    extra=("stacked", None)),
+                            lambda: arch.train_tensor(train, dtype=plan.dtype,
+                                                      memory_budget=self.memory_budget))
+        else:
+            plan = plan_storage(arch, train.P, storage, dtype, self.memory_budget, device)
+            tensor = cached(self.cache,
+                            lambda: KernelCache.key("train", arch, plan.dtype, train,
+                                                    extra=(plan.mode, plan.device)),
+                            lambda: solver_tensor(arch, train, plan))
         N, T = float(self.N), float(self.T)
         if math.isinf(N):
-            Q, Qbar = arch.identity_order_parameters()
+            Q, Qbar = (arch.identity_order_parameters() if y.ndim == 1
+                       else multi_identity(arch, y.shape[1]))
             sol_cho = sol_z = None
             result = SolverResult(True, 0, 0.0, 0.0, float("nan"),
                                   "N = inf: infinite-width limit, Q = 1 and Qbar = 0 exactly",
@@ -175,7 +191,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                     callback.close()
             Q, Qbar, result, sol_cho, sol_z = sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
         fit = Fit.build(type(self).__name__, params, arch, train, y, tensor, Q, Qbar, T, N,
-                        dtype, result, sol_cho, sol_z, storage=plan.describe())
+                        dtype, result, sol_cho, sol_z, storage=plan.describe(), classes=classes)
         self.fit_ = fit                                   # the one state change, at the end
         if not result.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {result.message}",
@@ -219,10 +235,17 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return fit
 
     # ------------------------------------------------------------ fitted attributes
-    Q_ = property(lambda self: self._fit_or_raise().Q,
-                  doc="Order parameter Q at the saddle point (THEORY §3).")
-    Qbar_ = property(lambda self: self._fit_or_raise().Qbar,
-                     doc="Conjugate order parameter Q̄ (zero-mean activations: Q⁻¹ − 𝟙).")
+    Q_ = property(lambda self: _readable(self._fit_or_raise(), "Q"),
+                  doc="Order parameter Q at the saddle point (THEORY §3); with D outputs "
+                      "(THEORY §3c) reshaped as (n, D, n, D) for reading (FC, pooled CNN: (D, D)).")
+    Qbar_ = property(lambda self: _readable(self._fit_or_raise(), "Qbar"),
+                     doc="Conjugate order parameter Q̄ (zero-mean activations: Q⁻¹ − 𝟙); D outputs "
+                         "as Q_.")
+    n_outputs_ = property(lambda self: self._fit_or_raise().outputs or 1,
+                          doc="D, the number of outputs of the fit (THEORY §1).")
+    classes_ = property(lambda self: self._fit_or_raise().classes,
+                        doc="The class labels of a one-hot fit (output d is classes_[d]); None "
+                            "otherwise.")
     result_ = property(lambda self: self._fit_or_raise().result,
                        doc="Solver diagnostics (:class:`kren.saddle.SolverResult`).")
     arch_ = property(lambda self: self._fit_or_raise().arch,
@@ -274,18 +297,62 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         return K_R(X1, X2)
 
     @guarded(".predict")
-    def predict(self, X, return_var: bool = False, allow_unconverged: bool = False):
+    def predict(self, X, return_var: bool = False, allow_unconverged: bool = False,
+                return_cov: bool = False):
         """Predictor mean ⟨f0⟩ = k_Rᵀ A⁻¹ y and, with ``return_var``,
         σ0² = K_R(x0,x0) − k_Rᵀ A⁻¹ k_R (THEORY §4): GP regression with the fit's K_R and the
-        factor of A from the fit. X is validated and cut into patches once."""
+        factor of A from the fit. X is validated and cut into patches once.
+
+        D outputs (THEORY §4): the mean is (P0, D); ``return_cov=True`` adds the (P0, D, D)
+        predictive covariances, ``return_var=True`` their diagonals (P0, D). (One output:
+        ``return_cov`` gives the variances as (P0, 1, 1).)"""
         fit = self._usable_fit(allow_unconverged)
         check_n_features(X, fit.arch.N0, type(self).__name__)
         mean, var = fit.predict(X, self.cache, self.memory_budget)
+        if return_cov:
+            return mean, (var if fit.outputs is not None else var[:, None, None])
+        if return_var and fit.outputs is not None:
+            var = np.diagonal(var, axis1=1, axis2=2).copy()
         return (mean, var) if return_var else mean
+
+    def predict_class(self, X, allow_unconverged: bool = False) -> np.ndarray:
+        """The class of argmax_d ⟨f_d(x0)⟩ for every test input (one-hot fits, THEORY §4)."""
+        fit = self._usable_fit(allow_unconverged)
+        if fit.classes is None:
+            raise InvalidParameterError(f"{type(self).__name__}: predict_class needs a fit with "
+                                        "one_hot=True (integer class labels)")
+        return fit.classes[np.argmax(self.predict(X, allow_unconverged=allow_unconverged),
+                                     axis=1)]
+
+    def accuracy(self, X, y, allow_unconverged: bool = False) -> float:
+        """Fraction of test inputs whose argmax_d ⟨f_d⟩ is their label (one-hot fits)."""
+        pred = self.predict_class(X, allow_unconverged)
+        return float(np.mean(pred == check_labels(y, pred.shape[0])))
+
+    def score(self, X, y, sample_weight=None):
+        """One-hot fits: the accuracy of argmax_d ⟨f_d⟩ against the labels y; otherwise the R²
+        of the predictor mean (scikit-learn's RegressorMixin; D outputs: averaged uniformly)."""
+        fit = self.__dict__.get("fit_")
+        if fit is not None and fit.classes is not None and sample_weight is None:
+            return self.accuracy(X, y)
+        return super().score(X, y, sample_weight)
 
     @guarded(".test_error")
     def test_error(self, X, y, allow_unconverged: bool = False) -> TestError:
-        """ε = ⟨(y0 − f0)²⟩ = (y0 − ⟨f0⟩)² + σ0², averaged over the test set (THEORY §4)."""
+        """ε = ⟨(y0 − f0)²⟩ = (y0 − ⟨f0⟩)² + σ0², averaged over the test set (THEORY §4).
+
+        D outputs: ε = (1/D) Σ_d ⟨(y_d − f_d)²⟩ with the per-output values and, for one-hot
+        fits (y: the labels), the accuracy of argmax (:class:`MultiTestError`)."""
+        fit = self._usable_fit(allow_unconverged)
+        if fit.outputs is not None:
+            mean, cov = self.predict(X, return_cov=True, allow_unconverged=allow_unconverged)
+            if fit.classes is not None:
+                labels = check_labels(y, mean.shape[0])
+                Y = encode_labels(labels, fit.classes, check_label_values(
+                    fit.params.get("label_values", (1.0, -1.0))))
+                return test_error_multi(Y, mean, cov, fit.classes, labels)
+            return test_error_multi(check_multi_targets(y, mean.shape[0], fit.outputs), mean,
+                                    cov)
         mean, var = self.predict(X, return_var=True, allow_unconverged=allow_unconverged)
         y = check_targets(y, mean.shape[0])
         bias2 = float(np.mean((y - mean) ** 2))
@@ -310,3 +377,14 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         written are those the fit was made with (a parameter changed since is warned about)."""
         from .persistence import save_fit
         return save_fit(self._fit_for_save(), path)
+
+
+def _readable(fit, name):
+    """Q or Q̄ of a fit for reading: as stored for one output; with D outputs (n, D, n, D)
+    (FC, pooled CNN: (D, D)), a read-only view of the (nD)×(nD) matrix."""
+    M = getattr(fit, name)
+    D = fit.outputs
+    if D is None or fit.arch.structure == "scalar":
+        return M
+    n = fit.arch.n
+    return np.asarray(M).reshape(n, D, n, D)

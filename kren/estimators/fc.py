@@ -18,7 +18,8 @@ class FC(KrenEstimator):
 
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None, *,
                  tol=1e-9, max_iter=1000, dtype="float64", memory_budget=None, cache=None,
-                 storage="auto", device=None, time_budget=None, progress=False):
+                 storage="auto", device=None, time_budget=None, progress=False,
+                 one_hot=False, label_values=(1.0, -1.0)):
         self.N = N
         self.T = T
         self.lambda0 = lambda0
@@ -34,6 +35,8 @@ class FC(KrenEstimator):
         self.device = device
         self.time_budget = time_budget
         self.progress = progress
+        self.one_hot = one_hot
+        self.label_values = label_values
         self._check_params()
 
     @property
@@ -41,9 +44,12 @@ class FC(KrenEstimator):
         """λ1/Q*: the readout prior of the infinite-width FC net with the same predictor (§5.5).
 
         Defined for zero-mean activations only (for relu the mean part of K_R is rescaled by
-        1/(1+Q̄) instead of Q, so no single prior reproduces it): None there.
+        1/(1+Q̄) instead of Q, so no single prior reproduces it): None there. With D outputs
+        (THEORY §3c) K_R = (Q ⊗ K)/λ1 changes the shape of the kernel across outputs, not only
+        its scale: the equivalent infinite-width net has output-correlated readout weights of
+        covariance Q/λ1 (read Q_ itself, the "kernel shape"); None there too.
         """
         fit = self._fit_or_raise()
-        if not fit.arch.zero_mean:
+        if not fit.arch.zero_mean or fit.outputs is not None:
             return None
         return fit.arch.lambda1 / float(fit.Q)

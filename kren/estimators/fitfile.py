@@ -26,6 +26,8 @@ from ..linalg import NotPositiveDefiniteError
 from ..prepared import fingerprint
 from ..tensors.storage import plan_storage, solver_tensor
 from ..validation import InvalidDataError, InvalidParameterError, check_targets
+from ..renormalized_multi import multi_identity
+from .multi import check_multi_targets, multi_storage_plan
 from .solve import SolverResult
 from .state import RESOURCE_PARAMS, Fit
 from .verify import load_tolerance, saddle_residual
@@ -342,7 +344,11 @@ def _training_data(path, raw, d, arch):
     """(prepared X_train, the architecture with its input, y_train) after the shape, value and
     fingerprint checks."""
     X = _array(path, "X_train", raw.X, ndim=2)
-    y = _array(path, "y_train", raw.y, ndim=1)
+    y = _array(path, "y_train", raw.y)
+    if y.ndim not in (1, 2):
+        raise FitFileError(path, "y_train", f"expected a 1- or 2-dimensional array, got shape "
+                           f"{y.shape}")
+    D = int(y.shape[1]) if y.ndim == 2 else None      # D outputs (THEORY §3c)
     P = d.get("P", X.shape[0])
     if isinstance(P, bool) or not isinstance(P, int) or P != X.shape[0]:
         raise FitFileError(path, "P", f"expected the number of training inputs {X.shape[0]}, "
@@ -350,7 +356,8 @@ def _training_data(path, raw, d, arch):
     try:
         train = arch.prepare(X, "X_train")
         arch = train.arch
-        y = check_targets(y, train.P, "y_train")
+        y = (check_targets(y, train.P, "y_train") if D is None
+             else check_multi_targets(y, train.P, D, "y_train"))
     except InvalidDataError as exc:
         field = "y_train" if str(exc).startswith("y_train") else "X_train"
         raise FitFileError(path, field, str(exc)) from None
@@ -382,6 +389,37 @@ def check_alpha(path, d, P, N):
                            f"N = {N:g}; got {alpha!r}")
 
 
+def _multi_order_parameters(path, arch, Q, Qbar, D):
+    """D outputs (THEORY §3c): (nD)×(nD) Q, Q̄ (FC: D×D) after the checks of
+    :func:`kren.renormalized_multi.check_multi_order_parameters` and positive definiteness."""
+    from ..renormalized_multi import check_multi_order_parameters
+    try:
+        Qm, _ = check_multi_order_parameters(arch, Q, Qbar, D)
+        Qbm = np.asarray(Qbar, dtype=float).reshape(Qm.shape)
+    except (InvalidParameterError, ValueError) as exc:
+        raise FitFileError(path, "Q", str(exc)) from None
+    if not np.all(np.isfinite(Qbm)):
+        raise FitFileError(path, "Qbar", "contains NaN or inf")
+    if np.linalg.eigvalsh(Qm)[0] <= 0:
+        raise FitFileError(path, "Q", "not positive definite (an order parameter Q must be)")
+    one_plus = np.eye(Qbm.shape[0]) + Qbm
+    if np.linalg.eigvalsh(0.5 * (one_plus + one_plus.T))[0] <= 0:
+        raise FitFileError(path, "Qbar", "1 + Qbar is not positive definite")
+    return Qm, Qbm
+
+
+def _classes(path, d, D):
+    """The class labels of a one-hot D-output fit (sorted distinct integers, D of them) or None."""
+    c = d.get("classes")
+    if c is None:
+        return None
+    if D is None or not isinstance(c, list) or len(c) != D or not all(
+            isinstance(u, int) and not isinstance(u, bool) for u in c) or sorted(set(c)) != c:
+        raise FitFileError(path, "classes", f"expected {D} sorted distinct integer labels, got "
+                           f"{c!r:.80}")
+    return np.asarray(c, dtype=np.int64)
+
+
 # ----------------------------------------------------------------------------- restore
 def restore(raw: RawFit, path, activation=None):
     """Check every field of a parsed file (module docstring) and return the fitted estimator."""
@@ -400,18 +438,26 @@ def restore(raw: RawFit, path, activation=None):
         return restore_deep(path, raw, d, est, arch.with_input(train), train, y)
     arch = train_arch
     # ---- order parameters and diagnostics
-    Q, Qbar = _order_parameters(path, arch, raw.Q, raw.Qbar)
+    D = int(y.shape[1]) if y.ndim == 2 else None      # D outputs (THEORY §3c)
+    Q, Qbar = (_order_parameters(path, arch, raw.Q, raw.Qbar) if D is None
+               else _multi_order_parameters(path, arch, raw.Q, raw.Qbar, D))
+    classes = _classes(path, d, D)
     result = _result(path, d)
     T, N, tol = float(est.T), float(est.N), float(est.tol)
     check_converged_flag(path, result, tol)
     dtype = np.dtype(est.dtype)
     # the kernels the fit solved on: the same storage plan and solver tensor as fit()
-    plan = plan_storage(arch, train.P, getattr(est, "storage", "auto"), dtype,
-                        est.memory_budget, getattr(est, "device", None))
-    tensor = solver_tensor(arch, train, plan)
+    if D is None:
+        plan = plan_storage(arch, train.P, getattr(est, "storage", "auto"), dtype,
+                            est.memory_budget, getattr(est, "device", None))
+        tensor = solver_tensor(arch, train, plan)
+    else:
+        plan = multi_storage_plan(arch, train.P, getattr(est, "storage", "auto"),
+                                  getattr(est, "device", None), dtype)
+        tensor = arch.train_tensor(train, dtype=plan.dtype, memory_budget=est.memory_budget)
     cho = z = None
     if math.isinf(N):
-        Q0, Qb0 = arch.identity_order_parameters()
+        Q0, Qb0 = arch.identity_order_parameters() if D is None else multi_identity(arch, D)
         if not (np.array_equal(np.asarray(Q), np.asarray(Q0))
                 and np.array_equal(np.asarray(Qbar), np.asarray(Qb0))):
             raise FitFileError(path, "Q", "at N = inf the order parameters are Q = 1, Qbar = 0 "
@@ -435,7 +481,8 @@ def restore(raw: RawFit, path, activation=None):
     check_alpha(path, d, train.P, N)
     try:
         est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor,
-                             Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe())
+                             Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe(),
+                             classes=classes)
     except NotPositiveDefiniteError as exc:
         raise FitFileError(path, "Q", f"A = T·1 + K_R is not positive definite ({exc})") from None
     return est

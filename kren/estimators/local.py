@@ -26,7 +26,7 @@ class _Local(KrenEstimator):
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None,
                  mask=None, stride=None, padding="valid", *, tol=1e-9, max_iter=1000,
                  dtype="float64", memory_budget=None, cache=None, storage="auto", device=None,
-                 time_budget=None, progress=False):
+                 time_budget=None, progress=False, one_hot=False, label_values=(1.0, -1.0)):
         self.N = N
         self.T = T
         self.lambda0 = lambda0
@@ -45,15 +45,23 @@ class _Local(KrenEstimator):
         self.device = device
         self.time_budget = time_budget
         self.progress = progress
+        self.one_hot = one_hot
+        self.label_values = label_values
         self._check_params()
 
     def patch_importance(self) -> np.ndarray:
-        """Σ_j Q_ij painted back onto the input grid (THEORY §6)."""
+        """Σ_j Q_ij painted back onto the input grid (THEORY §6); with D outputs one image per
+        output d from its diagonal block, Σ_j Q_(i,d),(j,d), shape (D, *grid)."""
         fit = self._fit_or_raise()
         if fit.arch.structure == "scalar":
             raise InvalidParameterError(
                 "patch_importance needs a patch-resolved Q; with readout='pool' Q is one number "
                 "(global renormalization, THEORY §3b)")
+        if fit.outputs is not None:
+            D, n = fit.outputs, fit.arch.n
+            Q4 = np.asarray(fit.Q).reshape(n, D, n, D)
+            return np.stack([fit.arch.geometry.paint(Q4[:, d, :, d].sum(axis=1))
+                             for d in range(D)])
         return fit.arch.geometry.paint(np.asarray(fit.Q).sum(axis=1))
 
 
@@ -76,12 +84,13 @@ class CNN(_Local):
     def __init__(self, N, T, lambda0=1.0, lambda1=1.0, activation="erf", input_shape=None,
                  mask=None, stride=None, padding="valid", readout="local", *, tol=1e-9,
                  max_iter=1000, dtype="float64", memory_budget=None, cache=None,
-                 storage="auto", device=None, time_budget=None, progress=False):
+                 storage="auto", device=None, time_budget=None, progress=False, one_hot=False,
+                 label_values=(1.0, -1.0)):
         self.readout = readout
         super().__init__(N, T, lambda0, lambda1, activation, input_shape, mask, stride, padding,
                          tol=tol, max_iter=max_iter, dtype=dtype, memory_budget=memory_budget,
                          cache=cache, storage=storage, device=device, time_budget=time_budget,
-                         progress=progress)
+                         progress=progress, one_hot=one_hot, label_values=label_values)
 
 
 class LCN(_Local):

@@ -91,7 +91,18 @@ def fit_to_dict(fit: Fit) -> dict:
         "alpha": _jsonable(fit.alpha),
         "data_fingerprint": fit.data_fingerprint,
         "P": int(fit.P),
+        **_outputs(fit),
     }
+
+
+def _outputs(fit) -> dict:
+    """D outputs (THEORY §3c): their number and, for one-hot fits, the class labels."""
+    if fit.outputs is None:
+        return {}
+    out = {"outputs": int(fit.outputs)}
+    if fit.classes is not None:
+        out["classes"] = np.asarray(fit.classes).tolist()
+    return out
 
 
 def save_fit(fit: Fit, path) -> Path:

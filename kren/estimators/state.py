@@ -93,24 +93,34 @@ class Fit:
     result: SolverResult
     K_R_train: np.ndarray | None = field(default=None, repr=False)
     storage: str | None = None
+    classes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, estimator, params, arch, train, y, tensor, Q, Qbar, T, N, dtype, result,
-              cho=None, z=None, storage=None):
+              cho=None, z=None, storage=None, classes=None):
         """Freeze the arrays; when the solver returned no factor of A (scalar problems, N = ∞),
-        build K_R over the training set and factorize A = T𝟙 + K_R once (THEORY §3)."""
+        build K_R over the training set and factorize A = T𝟙 + K_R once (THEORY §3).
+
+        ``y`` (P, D) with ``Q``, ``Qbar`` (nD, nD) is a D-output fit (THEORY §3c; A over the
+        targets stacked output-major); ``classes`` the labels of a one-hot fit."""
         from ..linalg import cho_factor, cho_solve
+        from ..multi_linalg import stack
         Q, Qbar = _frozen(Q), _frozen(Qbar)
         K_R = None
         if cho is None:
-            K_R = RenormalizedKernel(arch, Q, Qbar).on_tensor(tensor)
+            K_R = _kernel(arch, Q, Qbar, y).on_tensor(tensor)
             cho = cho_factor(K_R + T * np.eye(K_R.shape[0]), "A = T·1 + K_R")
-            z = cho_solve(cho, y)
+            z = cho_solve(cho, stack(y) if np.ndim(y) == 2 else y)
             K_R.flags.writeable = False
         cho = (_frozen(cho[0]), cho[1])
         return cls(estimator, dict(params), arch, train, _frozen(y), tensor,
                    Q, Qbar, float(T), float(N), np.dtype(dtype), cho, _frozen(z), result, K_R,
-                   storage)
+                   storage, None if classes is None else np.asarray(classes).copy())
+
+    @property
+    def outputs(self) -> int | None:
+        """D for a D-output fit (targets (P, D)), None for one output."""
+        return int(self.y.shape[1]) if self.y.ndim == 2 else None
 
     # ------------------------------------------------------------------ derived, lazily
     @property
@@ -127,7 +137,7 @@ class Fit:
         """K_R over the training set (THEORY §3), built on first use."""
         if self.K_R_train is not None:
             return self.K_R_train
-        K = RenormalizedKernel(self.arch, self.Q, self.Qbar).on_tensor(self.tensor)
+        K = _kernel(self.arch, self.Q, self.Qbar, self.y).on_tensor(self.tensor)
         K.flags.writeable = False
         return K
 
@@ -138,22 +148,39 @@ class Fit:
 
     # ------------------------------------------------------------------ use
     def kernel(self, cache=None, memory_budget=None) -> RenormalizedKernel:
-        """K_R(x, x') of this fit as a :class:`kren.renormalized.RenormalizedKernel`."""
-        return RenormalizedKernel(self.arch, self.Q, self.Qbar, dtype=self.dtype.name,
-                                  memory_budget=memory_budget, cache=cache)
+        """K_R(x, x') of this fit as a :class:`kren.renormalized.RenormalizedKernel` (D outputs:
+        :class:`kren.renormalized_multi.MultiRenormalizedKernel`)."""
+        return _kernel(self.arch, self.Q, self.Qbar, self.y, dtype=self.dtype.name,
+                       memory_budget=memory_budget, cache=cache)
 
     def predict(self, X, cache=None, memory_budget=None):
-        """GP regression with K_R (THEORY §4) on X (raw or prepared): (mean, var)."""
+        """GP regression with K_R (THEORY §4) on X (raw or prepared): (mean, var); with D
+        outputs (mean (P0, D), cov (P0, D, D))."""
+        if self.outputs is not None:
+            from ..renormalized_multi import multi_posterior_moments
+            return multi_posterior_moments(self.kernel(cache, memory_budget), X, self.train,
+                                           self.cho, self.z)
         return posterior_moments(self.kernel(cache, memory_budget), X, self.train, self.cho,
                                  self.z)
 
     def train_error(self) -> float:
-        """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] with this fit's T and A (THEORY §4)."""
+        """(1/P) [T² yᵀA⁻²y + T Tr(K_R A⁻¹)] with this fit's T and A (THEORY §4); with D
+        outputs y stacked output-major and the prefactor 1/(DP) (averaged over outputs)."""
         from ..generated import predictor
-        return float(predictor.train_error(self.K_R, self.cho, self.y, self.T))
+        from ..multi_linalg import stack
+        y = stack(self.y) if self.outputs is not None else self.y
+        return float(predictor.train_error(self.K_R, self.cho, y, self.T))
 
     def changed_params(self, current: dict) -> list[tuple[str, object, object]]:
         """(name, value at fit, current value) for every parameter that differs, resources
         (``memory_budget``, ``cache``) excepted."""
         return [(k, v, current.get(k)) for k, v in self.params.items()
                 if k not in RESOURCE_PARAMS and not same_value(v, current.get(k))]
+
+
+def _kernel(arch, Q, Qbar, y, **kw):
+    """The K_R object of a fit: one output, or D outputs when the targets are (P, D)."""
+    if np.ndim(y) == 2:
+        from ..renormalized_multi import MultiRenormalizedKernel
+        return MultiRenormalizedKernel(arch, Q, Qbar, int(np.shape(y)[1]), **kw)
+    return RenormalizedKernel(arch, Q, Qbar, **kw)

@@ -41,7 +41,11 @@ def saddle_residual(arch, tensor, y, Q, Qbar, T: float, N: float):
     scalar order parameter)."""
     from ..saddle import problem_for
     problem = problem_for(arch.structure, tensor, y, T, N, arch.lambda1, arch.zero_mean)
-    Qa, Qba = arch.generated_order_parameters(Q, Qbar)
+    if np.ndim(y) == 2:                 # D outputs (THEORY §3c): (nD)×(nD) matrices
+        Qa = np.asarray(Q, dtype=float)
+        Qba = None if arch.zero_mean else np.asarray(Qbar, dtype=float)
+    else:
+        Qa, Qba = arch.generated_order_parameters(Q, Qbar)
     ev = problem.evaluate(problem.pack(Qa, Qba))
     if ev.cho is None:
         kappa = problem.condition(ev)                     # exact, from the eigenvalues

@@ -29,7 +29,8 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool, eig=N
     :class:`ScalarProblem`, "diagonal" (LCN) or "matrix" (CNN) → :class:`MatrixProblem`.
 
     ``tensor``: a :class:`kren.kernels.KernelTensor` (blocks, pairs, n, mu, var) of the training
-    set; ``y`` the P targets; T, N, λ1 as in THEORY §1; ``zero_mean`` True for units with μ = 0
+    set; ``y`` the P targets, or a (P, D) array for D outputs (THEORY §3c: the problems of
+    :func:`kren.saddle.multi_factory.multi_problem_for`); T, N, λ1 as in THEORY §1; ``zero_mean`` True for units with μ = 0
     (Q̄ eliminated, S minimized over Q). N must be finite (N = ∞ is Q = 𝟙 exactly, no solve).
     ``eig``: for "scalar", the kernel's eigenbasis if already computed
     (:func:`kren.saddle.scalar.eigenbasis`; it depends on neither N, T nor λ1).
@@ -42,6 +43,9 @@ def problem_for(structure: str, tensor, y, T, N, lambda1, zero_mean: bool, eig=N
     blocks = tensor.blocks
     P = (blocks.shape if hasattr(blocks, "shape") else np.asarray(blocks).shape)[1]
     y = np.asarray(y, dtype=float)
+    if y.ndim == 2:                     # D outputs (THEORY §3c): kren.saddle.multi_factory
+        from .multi_factory import multi_problem_for
+        return multi_problem_for(structure, tensor, y, T, N, lambda1, zero_mean)
     if y.shape != (P,) or not np.all(np.isfinite(y)):
         raise ValueError(f"y must be a finite vector of the P = {P} targets, got shape {y.shape}")
     mu = np.asarray(tensor.mu)

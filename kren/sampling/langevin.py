@@ -149,7 +149,8 @@ class SamplingResult:
         return F.mean(axis=(0, 1)), mcse_mean(F)
 
     def predictive_var(self, which: str = "test", return_se: bool = False):
-        """Posterior variance of f0 per input, (1/(CS)) Σ (f0 − ⟨f0⟩)² over all draws.
+        """Posterior variance of f0 per input (and output), (1/(CS)) Σ (f0 − ⟨f0⟩)² over all
+        draws.
 
         ``return_se=True`` also returns its Monte-Carlo standard error (that of the mean of
         (f0 − ⟨f0⟩)², from its effective sample size).
@@ -157,21 +158,23 @@ class SamplingResult:
         from .diagnostics import mcse_mean
         F, _ = self._pred(which)
         cond = self.test_conditional_var if which == "test" else None
-        var = F.reshape(-1, F.shape[-1]).var(axis=0)
+        var = F.reshape((-1,) + F.shape[2:]).var(axis=0)
         if cond is not None:
-            var = var + cond.reshape(-1, cond.shape[-1]).mean(axis=0)
+            var = var + cond.reshape((-1,) + cond.shape[2:]).mean(axis=0)
         if not return_se:
             return var
         dev = (F - F.mean(axis=(0, 1))) ** 2
         return var, mcse_mean(dev if cond is None else dev + cond)
 
     def per_draw_error(self, which: str = "test") -> np.ndarray:
-        """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S)."""
+        """e_s = (1/P0) Σ_0 (y0 − f0_s)², shape (C, S); with D outputs also averaged over the
+        outputs, (1/(P0 D)) Σ_{0,d} (THEORY §4)."""
         F, y = self._pred(which)
         if y is None:
             raise ValueError(f"no {which} targets were given")
         cond = self.test_conditional_var if which == "test" else None
-        return ((F - y) ** 2 + (0.0 if cond is None else cond)).mean(axis=2)
+        return ((F - y) ** 2 + (0.0 if cond is None else cond)).mean(
+            axis=tuple(range(2, F.ndim)))
 
     def error(self, which: str = "test") -> TestError:
         """Test (or training) error with bias²/variance split and standard error (see TestError)."""
@@ -238,7 +241,8 @@ class LangevinSampler:
 
     def __init__(self, arch, N: int, T: float, step_size: float, chains: int = 4,
                  dtype=torch.float32, device="cpu", seed: int = 0, metropolis: bool = False,
-                 train_first_layer: bool = True, readout: str = "sampled"):
+                 train_first_layer: bool = True, readout: str = "sampled",
+                 outputs: int | None = None):
         self.T = check_positive(T, "T")
         self.step_size = check_positive(step_size, "step_size")
         self.chains = _check_int(chains, "chains", 1)
@@ -250,6 +254,10 @@ class LangevinSampler:
         if readout not in ("sampled", "integrated"):
             raise ValueError(f"readout must be 'sampled' or 'integrated', got {readout!r}")
         self.readout = readout
+        self.outputs = None if outputs is None else _check_int(outputs, "outputs", 1)
+        if self.outputs is not None and readout == "integrated":
+            raise ValueError("readout='integrated' serves one output; D outputs (outputs="
+                             f"{self.outputs}) sample the readout (readout='sampled')")
         self.arch = arch
         self.N = N
         self.network = None
@@ -259,8 +267,8 @@ class LangevinSampler:
     def _build(self):
         ss = np.random.SeedSequence(self.seed)
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
-        net = self.arch.network(self.N, dtype=self.dtype, device=self.device, seed=init_seed,
-                                chains=self.chains)
+        net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
+                            seed=init_seed, chains=self.chains, outputs=self.outputs)
         if self.readout == "integrated":
             from .integrated import IntegratedReadout
             net = IntegratedReadout(net, self.T)
@@ -273,7 +281,8 @@ class LangevinSampler:
             X_test=None, y_test=None, X_kernel="train", progress=None) -> SamplingResult:
         """Run every chain ``steps`` steps; keep every ``thin``-th state after ``burn_in``.
 
-        ``X``/``y``: training set ((P, N0) or (P, *input_shape); y (P,)). ``X=None`` samples the
+        ``X``/``y``: training set ((P, N0) or (P, *input_shape); y (P,), or (P, D) for a sampler
+        made with ``outputs=D``). ``X=None`` samples the
         prior (L = 0). ``X_test``/``y_test``: inputs whose predictions are recorded (y_test
         optional). ``X_kernel``: inputs of the averaged K̂ ("train" (default), None to skip, or
         an array). ``burn_in`` defaults to steps // 2. ``progress``: a callable(step, loss) called
@@ -301,17 +310,18 @@ class LangevinSampler:
         T, eta = self.T, self.step_size
         C = self.chains
 
+        oshape = tuple(net.output_shape)
         if X is None:
             if y is not None:
                 raise ValueError("y given without X")
             x = torch.zeros((net.n, 0, net.M), dtype=dt, device=dev)
-            yt = torch.zeros(0, dtype=dt, device=dev)
+            yt = torch.zeros((0,) + oshape, dtype=dt, device=dev)
             y_np = None
         else:
             x = net.prepare(X)
             y_np = np.asarray(y, dtype=np.float64) if y is not None else None
-            if y_np is None or y_np.shape != (x.shape[1],):
-                raise ValueError(f"y must have shape ({x.shape[1]},) to match X, got "
+            if y_np is None or y_np.shape != (x.shape[1],) + oshape:
+                raise ValueError(f"y must have shape {(x.shape[1],) + oshape} to match X, got "
                                  f"{None if y_np is None else y_np.shape}")
             if not np.all(np.isfinite(y_np)):
                 raise ValueError("y contains NaN or inf")
@@ -324,8 +334,9 @@ class LangevinSampler:
             xt = net.prepare(X_test, "X_test")
             if y_test is not None:
                 yt_np = np.asarray(y_test, dtype=np.float64)
-                if yt_np.shape != (xt.shape[1],):
-                    raise ValueError(f"y_test must have shape ({xt.shape[1]},), got {yt_np.shape}")
+                if yt_np.shape != (xt.shape[1],) + oshape:
+                    raise ValueError(f"y_test must have shape {(xt.shape[1],) + oshape}, got "
+                                     f"{yt_np.shape}")
         if isinstance(X_kernel, str):
             if X_kernel != "train":
                 raise ValueError(f"X_kernel must be 'train', None or an array, got {X_kernel!r}")
@@ -340,8 +351,8 @@ class LangevinSampler:
 
         P = x.shape[1]
         loss_trace = torch.empty((steps, C), dtype=dt, device=dev)
-        train_pred = torch.empty((S, C, P), dtype=dt, device=dev)
-        test_pred = (torch.empty((S, C, xt.shape[1]), dtype=dt, device=dev)
+        train_pred = torch.empty((S, C, P) + oshape, dtype=dt, device=dev)
+        test_pred = (torch.empty((S, C, xt.shape[1]) + oshape, dtype=dt, device=dev)
                      if xt is not None else None)
         rao_blackwell = xt is not None and getattr(net, "rao_blackwell", False)
         test_cvar = torch.empty_like(test_pred) if rao_blackwell else None
@@ -400,7 +411,7 @@ class LangevinSampler:
                     a1 = acc[:, None]
                     theta.copy_(torch.where(a1, theta, theta0))
                     L = torch.where(acc, L1, L)
-                    f = torch.where(a1, f1, f)
+                    f = torch.where(acc.view((C,) + (1,) * (f.ndim - 1)), f1, f)
                     g = torch.where(a1, g1, g)
                 else:
                     L, f, g = L1, f1, g1
@@ -457,16 +468,17 @@ def sample_posterior(arch, N: int, X, y, T: float, step_size: float, steps: int,
                      burn_in: int | None = None, thin: int = 10, chains: int = 4, X_test=None,
                      y_test=None, X_kernel="train", dtype=torch.float32, device="cpu",
                      seed: int = 0, metropolis: bool = False, progress=None,
-                     readout: str = "sampled") -> SamplingResult:
-    """One call: build a :class:`LangevinSampler` and run it (arguments as there)."""
+                     readout: str = "sampled", outputs: int | None = None) -> SamplingResult:
+    """One call: build a :class:`LangevinSampler` and run it (arguments as there; ``outputs``
+    D for a network with D outputs, y then (P, D))."""
     sampler = LangevinSampler(arch, N, T, step_size, chains=chains, dtype=dtype, device=device,
-                              seed=seed, metropolis=metropolis, readout=readout)
+                              seed=seed, metropolis=metropolis, readout=readout, outputs=outputs)
     return sampler.run(X, y, steps=steps, burn_in=burn_in, thin=thin, X_test=X_test,
                        y_test=y_test, X_kernel=X_kernel, progress=progress)
 
 
 def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: int = 0,
-                      chains: int = 4) -> float:
+                      chains: int = 4, outputs: int | None = None) -> float:
     """η = fraction / h_max, h_max the largest curvature of U = L + (T/2) Σ λθ² at prior draws.
 
     h_max = max over ``chains`` prior draws of the top eigenvalue of the Gauss–Newton (neural
@@ -475,7 +487,8 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
     G^μ_{a,m} = c Σ_i v_{a,i} σ'(h^μ_{a,i}) x^μ_{i,m}/√M (CNN, FC) or G^μ_{a,i,m} = c v_{a,i}
     σ'(h^μ_{a,i}) x^μ_{i,m}/√M (LCN). Pooled readout: c = N^{-1/2}, Φ holds the patch averages
     φ̄_a and v_{a,i} is replaced by v_a/n. ULA is stable for η < 2/h_max; its relative error on the
-    variance of the stiffest direction is about η h_max / 2 (= fraction/2).
+    variance of the stiffest direction is about η h_max / 2 (= fraction/2). With D outputs
+    (``outputs``) Θ is (P·D)×(P·D): c² ΦΦᵀ ⊗ 𝟙_D plus G Gᵀ with one G per output d (v_{a,i,d}).
     """
     from ..deep_architecture import DeepArchitecture
     if isinstance(arch, DeepArchitecture):
@@ -483,7 +496,7 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
         return suggest_deep_step_size(arch, N, X, T, fraction, seed, chains)
     fraction = check_positive(fraction, "fraction")
     arch = arch.with_input(X)
-    net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains)
+    net = build_network(arch, N, dtype=torch.float64, seed=seed, chains=chains, outputs=outputs)
     x = net.patches(X)                                             # (P, n, M)
     with torch.no_grad():
         h = net.preactivations(X)                                  # (C, P, N, n)
@@ -494,11 +507,20 @@ def suggest_step_size(arch, N: int, X, T: float, fraction: float = 0.1, seed: in
         phi = phi.flatten(2)
         theta = c * c * torch.einsum("cpk,cqk->cpq", phi, phi)
         u = net.v / net.n if net.readout == "pool" else net.v      # ∂f/∂φ_{a,i} / c
-        g = net.act.sigma_prime_torch(h) * u[:, None] * (c / math.sqrt(net.M))
-        if net.kind == "lcn":
-            G = torch.einsum("cpai,pim->cpaim", g, x).flatten(2)
+        if outputs is not None:                                    # (C, P·D, P·D), (μ, d)
+            D = int(outputs)
+            theta = torch.kron(theta, torch.eye(D, dtype=theta.dtype))
+            g = net.act.sigma_prime_torch(h)[..., None] * u[:, None] * (c / math.sqrt(net.M))
+            if net.kind == "lcn":
+                G = torch.einsum("cpaid,pim->cpdaim", g, x).flatten(3).flatten(1, 2)
+            else:
+                G = torch.einsum("cpaid,pim->cpdam", g, x).flatten(3).flatten(1, 2)
         else:
-            G = torch.einsum("cpai,pim->cpam", g, x).flatten(2)
+            g = net.act.sigma_prime_torch(h) * u[:, None] * (c / math.sqrt(net.M))
+            if net.kind == "lcn":
+                G = torch.einsum("cpai,pim->cpaim", g, x).flatten(2)
+            else:
+                G = torch.einsum("cpai,pim->cpam", g, x).flatten(2)
         theta += torch.einsum("cpk,cqk->cpq", G, G)
         h_max = float(torch.linalg.eigvalsh(theta)[:, -1].max())
     h_max += T * max(arch.lambda0, arch.lambda1)

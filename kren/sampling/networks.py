@@ -124,9 +124,12 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         C, N, n, M = self.chains, self.N, self.n, self.M
         wshape = (C, N, n, M) if self.kind == "lcn" else (C, N, M)
         self.W = torch.nn.Parameter(torch.empty(wshape, dtype=dtype, device=device))
-        self.v = torch.nn.Parameter(torch.empty((C, N, self.n_readout), dtype=dtype,
-                                                device=device))
+        self.v = torch.nn.Parameter(torch.empty((C, N, self.n_readout) + self.output_shape,
+                                                dtype=dtype, device=device))
         self.reset_from_prior(seed)
+
+    #: Trailing shape of one output: () here, (D,) for D outputs (kren.sampling.multi).
+    output_shape: tuple = ()
 
     # ------------------------------------------------------------------ setup
     def prior_pairs(self) -> list:
@@ -361,7 +364,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
         """−(λ0/2)|W|² − (λ1/2)|v|² per chain (the Gaussian priors, constants dropped)."""
         dims_w = tuple(range(1, self.W.ndim))
         return -(0.5 * self.lambda0 * (self.W ** 2).sum(dim=dims_w)
-                 + 0.5 * self.lambda1 * (self.v ** 2).sum(dim=(1, 2)))
+                 + 0.5 * self.lambda1 * (self.v ** 2).sum(dim=tuple(range(1, self.v.ndim))))
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind}, readout={self.readout}, N={self.N}, n={self.n}, M={self.M}, "
@@ -371,7 +374,7 @@ class OneHiddenLayerNetwork(torch.nn.Module):
 
 
 def build_network(arch, N: int, dtype=torch.float64, device="cpu", seed=0,
-                  chains=None) -> OneHiddenLayerNetwork:
+                  chains=None, outputs=None) -> OneHiddenLayerNetwork:
     """The finite network of width N for ``arch`` (THEORY §1), weights drawn from the prior.
 
     ``dtype``: float32 or float64 (default float64); ``device``: "cpu" (default), "cuda" or
@@ -379,9 +382,15 @@ def build_network(arch, N: int, dtype=torch.float64, device="cpu", seed=0,
     for one network (outputs without a chain axis) or C independent copies batched along a
     leading axis.
     An FC architecture without input shape must be fixed first with ``arch.with_input(X)``.
+    ``outputs``: None (one output) or D, a network with D outputs, readout weights v_{a,i,d}
+    (:class:`kren.sampling.multi.MultiOutputNetwork`, THEORY §1).
     """
     from ..architecture import Architecture
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be a kren.Architecture, got {type(arch).__name__}")
+    if outputs is not None:
+        from .multi import MultiOutputNetwork
+        return MultiOutputNetwork(arch, N, outputs, dtype=dtype, device=device, seed=seed,
+                                  chains=_check_chains(chains))
     return OneHiddenLayerNetwork(arch, N, dtype=dtype, device=device, seed=seed,
                                  chains=_check_chains(chains))
