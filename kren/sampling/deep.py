@@ -39,6 +39,10 @@ class DeepFCNetwork(torch.nn.Module):
     (autograd), unlike the internal closed-form paths.
     """
 
+    #: Trailing shape of one output: () (one output; the sampler reads it as for
+    #: kren.sampling.networks.OneHiddenLayerNetwork).
+    output_shape: tuple = ()
+
     def __init__(self, arch, N, dtype=torch.float64, device="cpu", seed=0, chains=None):
         super().__init__()
         from ..deep_architecture import check_widths

@@ -34,6 +34,9 @@ class IntegratedReadout(torch.nn.Module):
     temperature ``T`` (module docstring). The training set is the one ``loss_and_grad`` was last
     called with; ``_predict`` conditions on it."""
 
+    #: One output (the integrated readout serves D = 1; the sampler reads the trailing shape).
+    output_shape: tuple = ()
+
     def __init__(self, net, T: float):
         super().__init__()
         from .deep import DeepFCNetwork

@@ -267,8 +267,12 @@ class LangevinSampler:
     def _build(self):
         ss = np.random.SeedSequence(self.seed)
         init_seed, noise_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
-        net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
-                            seed=init_seed, chains=self.chains, outputs=self.outputs)
+        if self.outputs is None:    # the architecture's own network (one-hidden-layer or deep)
+            net = self.arch.network(self.N, dtype=self.dtype, device=self.device,
+                                    seed=init_seed, chains=self.chains)
+        else:
+            net = build_network(self.arch, self.N, dtype=self.dtype, device=self.device,
+                                seed=init_seed, chains=self.chains, outputs=self.outputs)
         if self.readout == "integrated":
             from .integrated import IntegratedReadout
             net = IntegratedReadout(net, self.T)
