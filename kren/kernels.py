@@ -67,14 +67,16 @@ def _fmt(nbytes: float) -> str:
     raise AssertionError
 
 
-def check_memory(nbytes: int, what: str, budget: int | None = None) -> None:
-    """Raise :class:`MemoryBudgetError` naming the size when ``nbytes`` exceeds the budget."""
+def check_memory(nbytes: int, what: str, budget: int | None = None,
+                 advice: str = "float32 (dtype=np.float32)") -> None:
+    """Raise :class:`MemoryBudgetError` naming the size when ``nbytes`` exceeds the budget
+    (``advice``: the cheaper option suited to the caller, named in the message)."""
     budget = get_memory_budget() if budget is None else int(budget)
     if nbytes > budget:
         raise MemoryBudgetError(
             f"{what} needs {_fmt(nbytes)} ({nbytes} bytes), over the memory budget of "
-            f"{_fmt(budget)}; use fewer samples, a larger stride, float32 "
-            f"(dtype=np.float32), or raise the budget with kren.kernels.set_memory_budget")
+            f"{_fmt(budget)}; use fewer samples, a larger stride, {advice}, or raise the "
+            f"budget with kren.kernels.set_memory_budget")
 
 
 def _threads() -> int:

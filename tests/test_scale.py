@@ -264,3 +264,18 @@ def test_progress_callback_history():
     assert [h[0] for h in cb.history] == [1, 2] and cb.history[1][2] >= cb.history[0][2]
     with pytest.raises(ValueError, match="time_budget"):
         Progress(time_budget=-1)
+
+
+def test_memory_errors_advise_the_next_cheaper_storage():
+    """A requested storage over the budget names the next cheaper mode (float64 → float32 or
+    streaming; float32 → streaming), not the one already asked for."""
+    arch = _arch()
+    P = 60
+    need = storage_bytes(arch, P)
+    with pytest.raises(MemoryBudgetError, match="storage='float32' or 'streaming'"):
+        plan_storage(arch, P, "stored", "float64", memory_budget=need["float64"] - 1)
+    with pytest.raises(MemoryBudgetError, match="storage='streaming'") as e:
+        plan_storage(arch, P, "float32", "float64", memory_budget=need["float32"] - 1)
+    assert "dtype=np.float32" not in str(e.value)
+    with pytest.raises(MemoryBudgetError, match="more memory"):
+        plan_storage(arch, P, "streaming", "float64", memory_budget=1000)

@@ -94,15 +94,17 @@ def plan_storage(arch, P: int, storage: str = "auto", dtype="float64",
     what = f"{n_p} packed blocks of {P}×{P}"
     if storage == "stored":
         check_memory(size[dtype] + work + stream, f"{what} ({dtype.name}) and the working set",
-                     budget)
+                     budget, advice="storage='float32' or 'streaming' (or 'auto')")
         return StoragePlan("stored", dtype, size[dtype], "requested", device)
     if storage == "float32":
         f32 = np.dtype(np.float32)
-        check_memory(size[f32] + work + stream, f"{what} (float32) and the working set", budget)
+        check_memory(size[f32] + work + stream, f"{what} (float32) and the working set", budget,
+                     advice="storage='streaming' (nothing stored; or 'auto')")
         return StoragePlan("float32", f32, size[f32],
                            "requested (float32 storage, float64 arithmetic)", device)
     if storage == "streaming":
-        check_memory(work + stream, f"the streaming working set (P = {P})", budget)
+        check_memory(work + stream, f"the streaming working set (P = {P})", budget,
+                     advice="a machine with more memory")
         return StoragePlan("streaming", dtype, 0, "requested", device)
     # auto
     if fits[dtype]:
@@ -115,7 +117,8 @@ def plan_storage(arch, P: int, storage: str = "auto", dtype="float64",
                            f"float64 storage ({_fmt(size[np.dtype(np.float64)])}) exceeds the "
                            f"memory budget of {_fmt(budget)}; float32 storage "
                            f"({_fmt(size[f32])}) fits, arithmetic stays float64", device)
-    check_memory(work + stream, f"the streaming working set (P = {P})", budget)
+    check_memory(work + stream, f"the streaming working set (P = {P})", budget,
+                 advice="a machine with more memory")
     return StoragePlan("streaming", dtype, 0,
                        f"even float32 storage ({_fmt(size[f32])}) exceeds the memory budget of "
                        f"{_fmt(budget)}: the blocks are recomputed on every pass", device)
