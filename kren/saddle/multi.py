@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..linalg import SINGLE_THREAD_MAX, NotPositiveDefiniteError, single_blas_thread
+from ..linalg import NotPositiveDefiniteError, blas_context
 from ..multi_linalg import output_pairs, stack
-from .matrix import _is_pd
 from .problem import Evaluation
+from .symmetric_start import SymmetricStart
 
 __all__ = ["MultiMatrixProblem"]
 
 
-class MultiMatrixProblem:
+class MultiMatrixProblem(SymmetricStart):
     """LCN (``block_diagonal=True``) or CNN saddle point with D outputs (module docstring).
 
     ``tensor``: a :class:`kren.kernels.KernelTensor`; ``Y``: the (P, D) targets. The CNN needs
@@ -98,34 +98,10 @@ class MultiMatrixProblem:
                              "LCN")
         return 0.5 * (M + M.T)
 
-    def start(self, Q0=None, Qbar0=None) -> np.ndarray:
-        Q = np.eye(self.size) if Q0 is None else self._check_start(Q0, "Q0")
-        if not _is_pd(Q):
-            raise ValueError("Q0 must be positive definite")
-        if self.zero_mean:
-            return self.pack(Q)
-        if Qbar0 is None:
-            Qb = np.zeros_like(Q) if Q0 is None else self.gen.eliminated_Qbar(Q)
-        else:
-            Qb = self._check_start(Qbar0, "Qbar0")
-        if not _is_pd(np.eye(self.size) + Qb):
-            raise ValueError("1 + Qbar0 must be positive definite")
-        return self.pack(Q, Qb)
-
-    def feasible(self, x) -> bool:
-        x = np.asarray(x, dtype=float)
-        if not np.all(np.isfinite(x)):
-            return False
-        Q, Qb = self.unpack(x)
-        with single_blas_thread():          # (nD)×(nD): threads only add contention
-            return _is_pd(Q) and (Qb is None or _is_pd(np.eye(self.size) + Qb))
-
     def _blas(self):
         """One BLAS thread unless A = T𝟙 + K_R is large (the policy of kren.linalg: on two
         shared cores threaded BLAS on small matrices was several times slower)."""
-        import contextlib
-        DP = self.D * self.blocks.shape[1]
-        return single_blas_thread() if DP <= SINGLE_THREAD_MAX else contextlib.nullcontext()
+        return blas_context(self.D * self.blocks.shape[1])
 
     def packed_gradient(self, G) -> np.ndarray:
         """dS = Σ_p g_p dx_p: off-diagonal entries count twice (Q_IJ = Q_JI one coordinate)."""

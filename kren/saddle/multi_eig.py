@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..linalg import NotPositiveDefiniteError, triu_pairs
-from .matrix import _is_pd
 from .problem import Evaluation
+from .symmetric_start import SymmetricStart
 
 __all__ = ["MultiEigProblem"]
 
 
-class MultiEigProblem:
+class MultiEigProblem(SymmetricStart):
     """D×D order parameters of the FC / pooled CNN with D outputs (module docstring).
 
     ``tensor`` holds one block (blocks (1, P, P), mu (1, P)); ``Y`` the (P, D) targets.
@@ -78,27 +78,6 @@ class MultiEigProblem:
         if not (np.all(np.isfinite(M)) and np.allclose(M, M.T, rtol=1e-12, atol=1e-14)):
             raise ValueError(f"{name} must be a finite symmetric matrix")
         return 0.5 * (M + M.T)
-
-    def start(self, Q0=None, Qbar0=None) -> np.ndarray:
-        Q = np.eye(self.D) if Q0 is None else self._check_start(Q0, "Q0")
-        if not _is_pd(Q):
-            raise ValueError("Q0 must be positive definite")
-        if self.zero_mean:
-            return self.pack(Q)
-        if Qbar0 is None:
-            Qb = np.zeros_like(Q) if Q0 is None else self.gen.eliminated_Qbar(Q)
-        else:
-            Qb = self._check_start(Qbar0, "Qbar0")
-        if not _is_pd(np.eye(self.D) + Qb):
-            raise ValueError("1 + Qbar0 must be positive definite")
-        return self.pack(Q, Qb)
-
-    def feasible(self, x) -> bool:
-        x = np.asarray(x, dtype=float)
-        if not np.all(np.isfinite(x)):
-            return False
-        Q, Qb = self.unpack(x)
-        return _is_pd(Q) and (Qb is None or _is_pd(np.eye(self.D) + Qb))
 
     def packed_gradient(self, G) -> np.ndarray:
         g = np.asarray(G)[self.iu].copy()
