@@ -24,7 +24,7 @@ from sklearn.gaussian_process.kernels import Kernel
 
 from .cache import KernelCache, cached
 from .kernels import get_memory_budget
-from .renormalized import CHUNK_BYTES
+from .renormalized import CHUNK_BYTES, assemble
 from .validation import InvalidParameterError
 
 __all__ = ["DeepRenormalizedKernel"]
@@ -112,16 +112,7 @@ class DeepRenormalizedKernel(Kernel):
     def __call__(self, X, Y=None, eval_gradient=False):
         """K_R(X, Y), shape (P1, P2); Y = None: K_R(X, X), symmetrized. No hyperparameters:
         ``eval_gradient`` gives an empty (P1, P1, 0) gradient."""
-        if eval_gradient and Y is not None:
-            raise ValueError("Gradient can only be evaluated when Y is None.")
-        p1 = self._prepare(X, "X")
-        p2 = p1 if Y is None else p1.arch.prepare(Y, "Y")
-        K = np.empty((p1.P, p2.P))
-        for rows, kR, _ in self.chunks(p1, p2):
-            K[rows] = kR
-        if Y is None:
-            K = 0.5 * (K + K.T)
-        return (K, np.empty((p1.P, p1.P, 0))) if eval_gradient else K
+        return assemble(self, X, Y, eval_gradient)
 
     def diag(self, X) -> np.ndarray:
         """K_R(x, x) for every input, shape (P,) (the variance recursion alone)."""

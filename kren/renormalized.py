@@ -42,6 +42,23 @@ __all__ = ["RenormalizedKernel", "posterior_moments", "CHUNK_BYTES"]
 CHUNK_BYTES = 32 * 2**20
 
 
+def assemble(kernel, X, Y=None, eval_gradient=False):
+    """K_R(X, Y), shape (P1, P2), from ``kernel.chunks`` (rows of X at a time, within the
+    memory budget); Y = None: K_R(X, X), symmetrized. K_R has no hyperparameters, so with
+    ``eval_gradient`` (scikit-learn's kernel protocol) the gradient is an empty (P1, P1, 0)
+    array. Shared by the renormalized-kernel classes (one and deep FC layers)."""
+    if eval_gradient and Y is not None:
+        raise ValueError("Gradient can only be evaluated when Y is None.")
+    p1 = kernel._prepare(X, "X")
+    p2 = p1 if Y is None else p1.arch.prepare(Y, "Y")
+    K = np.empty((p1.P, p2.P))
+    for rows, kR, _ in kernel.chunks(p1, p2):
+        K[rows] = kR
+    if Y is None:
+        K = 0.5 * (K + K.T)
+    return (K, np.empty((p1.P, p1.P, 0))) if eval_gradient else K
+
+
 class RenormalizedKernel(Kernel):
     """K_R(x, x') for an architecture and order parameters Q, Q̄ (module docstring).
 
@@ -129,16 +146,7 @@ class RenormalizedKernel(Kernel):
         ``eval_gradient`` (scikit-learn's kernel protocol): K_R has no hyperparameters, so the
         gradient is an empty (P1, P1, 0) array.
         """
-        if eval_gradient and Y is not None:
-            raise ValueError("Gradient can only be evaluated when Y is None.")
-        p1 = self._prepare(X, "X")
-        p2 = p1 if Y is None else p1.arch.prepare(Y, "Y")
-        K = np.empty((p1.P, p2.P))
-        for rows, kR, _ in self.chunks(p1, p2):
-            K[rows] = kR
-        if Y is None:
-            K = 0.5 * (K + K.T)
-        return (K, np.empty((p1.P, p1.P, 0))) if eval_gradient else K
+        return assemble(self, X, Y, eval_gradient)
 
     @guarded("RenormalizedKernel.diag")
     def diag(self, X) -> np.ndarray:
