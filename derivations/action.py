@@ -71,9 +71,9 @@ from sympy.matrices.expressions.matmul import MatMul
 
 __all__ = [
     "n", "P", "P0", "P1", "P2", "T", "N", "lambda1", "K", "Kx", "Kd",
-    "PairSum", "FullSum", "DiagSum", "PairContract", "Inner", "ModeSum",
+    "PairSum", "FullSum", "DiagSum", "PairContract", "Inner", "ModeSum", "RowModeSum",
     "Program", "cnn_program", "lcn_program", "fc_program", "predictor_program",
-    "fc_eigen_zero_mean", "fc_eigen_relu", "differential", "gradient",
+    "fc_eigen_zero_mean", "fc_eigen_relu", "fc_eigen_predictor", "differential", "gradient",
     "eliminate_Qbar", "explicit", "action_explicit", "verify_gradients", "SYMMETRIC",
     "hessian_zero_mean_program", "PackedSandwich", "PairHessianTerms", "HessTerm",
     "fixed_point_program", "eliminated_Qbar_program", "hessian_program",
@@ -187,6 +187,13 @@ class ModeSum(sp.Expr):
 
     def _eval_derivative(self, s):
         return ModeSum(sp.diff(self.summand, s))
+
+
+class RowModeSum(ModeSum):
+    """Σ_k f(Ct_ak, k_k, ỹ_k, m_k) for every test input a: a sum over the eigenmodes of the
+    kernel whose summand also holds the per-(test input, mode) symbol ``Ct`` (the projections
+    Ct_ak = Σ_μ K(x0_a, x^μ) U_μk of the test×train kernel on the eigenvectors). A vector over
+    the test inputs (printed ``np.sum(..., axis=-1)``); per-test-input factors stay outside."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -871,6 +878,55 @@ def fc_eigen_relu():
     grad = [sp.diff(S, a) for a in v]
     hess = [[sp.diff(S, a, b) for b in v] for a in v]
     return S, grad, hess, {"Q": Qs, "Qbar": Qbs, "k": k, "yt": yt, "m": m}
+
+
+def fc_eigen_predictor(zero_mean: bool):
+    """The FC predictor (THEORY §4) in the eigenbasis of the (centered) training kernel, O(P)
+    per test input once the projections Ct = K(x0, X) U are known (U from the fit's solve).
+
+    With K − μμᵀ = U diag(k) Uᵀ (zero mean: K = U diag(k) Uᵀ, μ = 0), ỹ = Uᵀy, m = Uᵀμ,
+    a = Q/λ1, β = r/λ1, r = 1/(1 + Q̄), D_k = T + a k_k, the training matrix is
+    A = T𝟙 + K_R = U [diag(D) + β m mᵀ] Uᵀ, so (Sherman–Morrison, s1 = Σ m²/D, s2 = Σ m ỹ/D,
+    γ = β/(1 + β s1)) A⁻¹ = U [D⁻¹ − γ D⁻¹ m mᵀ D⁻¹] Uᵀ and z̃ = Uᵀ A⁻¹ y = ỹ/D − γ s2 m/D.
+    A test input x0 has Uᵀ k_R(x0) = g with g_k = a (Ct_k − μ0 m_k) + β μ0 m_k (THEORY §4:
+    k_R = (Q (K − μ0 μᵀ) + r μ0 μᵀ)/λ1) and K_R(x0, x0) = a (Kd − μ0²) + β μ0², so
+
+        mean = Σ_k g_k z̃_k,   var = K_R(x0, x0) − [Σ_k g_k²/D_k − γ (Σ_k g_k m_k/D_k)²],
+        train error = (1/P)[T² Σ_k z̃_k² + T Tr(K_R A⁻¹)],
+        Tr(K_R A⁻¹) = Σ a k/D − γ Σ a k m²/D² + γ s1.
+
+    Zero mean: μ = m = μ0 = 0 (γ drops out). Returns (mean, var, train_error, symbols); the
+    per-test-input symbols are Kd (= K(x0, x0)) and mu0, the per-(input, mode) symbol Ct. The
+    sums with Ct are :class:`RowModeSum` (expanded so that per-input factors stand outside).
+    """
+    Qs, Qbs = sp.symbols("Q Qbar", real=True)
+    k, yt, m, Ct = sp.symbols("k yt m Ct", real=True)
+    Kd, mu0 = sp.symbols("Kd mu0", real=True)
+    a = Qs / lambda1
+    D = T + a * k
+    syms = {"Q": Qs, "k": k, "yt": yt, "Ct": Ct, "Kd": Kd}
+    if zero_mean:
+        mean = a * RowModeSum(Ct * yt / D)
+        var = a * Kd - a**2 * RowModeSum(Ct**2 / D)
+        train = (T**2 * ModeSum(yt**2 / D**2) + T * ModeSum(a * k / D)) / P
+        return mean, var, train, syms
+    syms.update(Qbar=Qbs, m=m, mu0=mu0)
+    beta = 1 / (lambda1 * (1 + Qbs))
+    s1, s2 = ModeSum(m**2 / D), ModeSum(m * yt / D)
+    gamma = beta / (1 + beta * s1)
+    # g_k = a Ct_k + c μ0 m_k with c = β − a; z̃_k = ỹ_k/D_k − γ s2 m_k/D_k
+    c = beta - a
+    mean = (a * (RowModeSum(Ct * yt / D) - gamma * s2 * RowModeSum(Ct * m / D))
+            + c * mu0 * (s2 - gamma * s2 * s1))
+    gDg = a**2 * RowModeSum(Ct**2 / D) + 2 * a * c * mu0 * RowModeSum(Ct * m / D) \
+        + c**2 * mu0**2 * s1
+    gDm = a * RowModeSum(Ct * m / D) + c * mu0 * s1
+    var = a * (Kd - mu0**2) + beta * mu0**2 - (gDg - gamma * gDm**2)
+    zz = ModeSum(yt**2 / D**2) - 2 * gamma * s2 * ModeSum(m * yt / D**2) \
+        + gamma**2 * s2**2 * ModeSum(m**2 / D**2)
+    trace = ModeSum(a * k / D) - gamma * ModeSum(a * k * m**2 / D**2) + gamma * s1
+    train = (T**2 * zz + T * trace) / P
+    return mean, var, train, syms
 
 
 # ----------------------------------------------------------------------------------------------

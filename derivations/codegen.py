@@ -655,7 +655,62 @@ def _eig_fns():
             """, pre2, defs, ["S"] + [str(s) for s in gs + hs], tensors={},
             returns=("S, np.array([dS_dQ, dS_dQbar]), "
                      "np.array([[d2S_dQ2, d2S_dQdQbar], [d2S_dQdQbar, d2S_dQbar2]])"))
-    return [f1, f2]
+    return [f1, f2] + _eig_predictor_fns()
+
+
+def _eig_predictor_fns():
+    """predictor_eig*, train_error_eig* (derivations.action.fc_eigen_predictor): the predictor
+    of THEORY §4 from the fit's eigenbasis, without a factor of A."""
+    pre_Q = ["Q = as_float(Q, 'Q')"]
+    pre_Qb = ["Qbar = as_float(Qbar, 'Qbar')", "if not Qbar > -1:",
+              "    raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')"]
+    pre_k = ["k = vector(k, 'k')", "P = k.shape[0]", "yt = vector(yt, 'yt', P)"]
+    pre_m = ["m = vector(m, 'm', P)"]
+    pre_Ct = ["Ct = np.asarray(Ct, dtype=float)",
+              "if Ct.ndim != 2 or Ct.shape[1] != P:",
+              "    raise ValueError(f'Ct must have shape (P0, {P}), got {Ct.shape}')",
+              "Kd = vector(Kd, 'Kd', Ct.shape[0])"]
+    pre_mu0 = ["mu0 = vector(mu0, 'mu0', Ct.shape[0])"]
+    pre_T = ["T = as_float(T, 'T')", "lambda1 = as_float(lambda1, 'lambda1')"]
+    mean_s, var_s, tr_s = sp.Symbol("mean"), sp.Symbol("var"), sp.Symbol("train_error")
+    out = []
+    for zero_mean in (True, False):
+        mean, var, train, _ = ac.fc_eigen_predictor(zero_mean)
+        sfx = "_zero_mean" if zero_mean else ""
+        if zero_mean:
+            args_p = ["Q", "Ct", "Kd", "k", "yt", "T", "lambda1"]
+            args_t = ["Q", "k", "yt", "T", "lambda1"]
+            pre_p = pre_Q + pre_k + pre_Ct + pre_T
+            pre_t = pre_Q + pre_k + pre_T
+            basis = ("K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, Ct = K(x0, X) U (P0, P),\n"
+                     "Kd = K(x0, x0) (P0,), a = Q/λ1, D = T + a k:")
+            form = ("mean = a Σ_k Ct yt/D,  var = a Kd − a² Σ_k Ct²/D")
+            tform = "(1/P)[T² Σ yt²/D² + T Σ a k/D]"
+        else:
+            args_p = ["Q", "Qbar", "Ct", "Kd", "mu0", "k", "yt", "m", "T", "lambda1"]
+            args_t = ["Q", "Qbar", "k", "yt", "m", "T", "lambda1"]
+            pre_p = pre_Q + pre_Qb + pre_k + pre_m + pre_Ct + pre_mu0 + pre_T
+            pre_t = pre_Q + pre_Qb + pre_k + pre_m + pre_T
+            basis = ("K − μμᵀ = U diag(k) Uᵀ (the centered training kernel), yt = Uᵀy, m = Uᵀμ,\n"
+                     "Ct = K(x0, X) U (P0, P), Kd = K(x0, x0), mu0 = μ(x0) (P0,), a = Q/λ1,\n"
+                     "β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,\n"
+                     "γ = β/(1 + β s1), g = a (Ct − mu0 mᵀ) + β mu0 mᵀ, z̃ = yt/D − γ s2 m/D:")
+            form = ("mean = Σ_k g z̃,  var = a (Kd − mu0²) + β mu0² − Σ_k g²/D + γ (Σ_k g m/D)²")
+            tform = "(1/P)[T² Σ z̃² + T (Σ a k/D − γ Σ a k m²/D² + γ s1)]"
+        out.append(Fn(
+            f"predictor_eig{sfx}", args_p,
+            "\n".join(["Predictor mean and variance on test inputs (THEORY §4) in the "
+                       "eigenbasis of the", "training kernel (derivations.action."
+                       "fc_eigen_predictor), O(P) per test input:", "", basis, form, "",
+                       "Equal to predictor.predictor_moments with the same K_R and "
+                       "A = T𝟙 + K_R (no factor", "of A needed). Returns (mean, var), each "
+                       "(P0,)."]), pre_p, [(mean_s, mean), (var_s, var)], ["mean", "var"], tensors={}))
+        out.append(Fn(
+            f"train_error_eig{sfx}", args_t,
+            "\n".join(["Training error (THEORY §4) in the eigenbasis of the training "
+                       "kernel, O(P):", "", basis, f"train error = {tform}", "",
+                       "Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R."]), pre_t, [(tr_s, train)], ["train_error"], tensors={}))
+    return out
 
 
 def _saddle_fns(kind):

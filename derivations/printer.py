@@ -16,7 +16,7 @@ Two stages.
 2. :class:`KrenPrinter` (a :class:`sympy.printing.numpy.NumPyPrinter`) prints the lowered
    expressions: PairSum -> pair_combine, PairContract -> pair_contract, FullSum -> full_combine,
    DiagSum -> diag_combine,
-   Inner -> np.vdot, ModeSum -> np.sum. Arrays whose symbolic shape has a 1 (y, z, mean, ...) are
+   Inner -> np.vdot, ModeSum -> np.sum, RowModeSum -> np.sum(..., axis=-1). Arrays whose symbolic shape has a 1 (y, z, mean, ...) are
    1-D NumPy arrays at run time: a column times a row prints as np.outer, everything else as @.
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ def lower(expr, labels=None):
             return _lower_matmul(MatMul(*([inv] * int(-e)), evaluate=False), labels)
         return MatPow(lw(base), e)
     if isinstance(expr, ModeSum):
-        return ModeSum(lw(expr.summand))
+        return type(expr)(lw(expr.summand))
     if isinstance(expr, PairHessianTerms):
         tensor, A, z = expr.args
         return PairHessianTerms(tensor, fac(lw(A)), lw(z))
@@ -508,6 +508,9 @@ class KrenPrinter(NumPyPrinter):
 
     def _print_ModeSum(self, expr):
         return f"np.sum({self._print(expr.summand)})"
+
+    def _print_RowModeSum(self, expr):
+        return f"np.sum({self._print(expr.summand)}, axis=-1)"
 
     def _print_log(self, expr):
         return f"np.log({self._print(expr.args[0])})"

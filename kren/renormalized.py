@@ -20,7 +20,9 @@ hyperparameters, so it also plugs into ``GaussianProcessRegressor(kernel=K_R, al
 optimizer=None)``.
 
 :func:`posterior_moments` is GP regression with it (THEORY §4), reusing the Cholesky factor of
-A = T𝟙 + K_R made by the fit.
+A = T𝟙 + K_R made by the fit; :func:`posterior_moments_eig` the same in the eigenbasis of the
+training kernel of a scalar fit (FC, pooled CNN), where K_R = Q K/λ1 (plus the mean term) is the
+same kernel rescaled at every N, T and λ1.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from .linalg import single_blas_thread
 from .validation import InvalidParameterError, check_dtype
 from .guard import guarded
 
-__all__ = ["RenormalizedKernel", "posterior_moments", "CHUNK_BYTES"]
+__all__ = ["RenormalizedKernel", "posterior_moments", "posterior_moments_eig", "CHUNK_BYTES"]
 
 #: Upper bound on the test×train blocks of one chunk of X1 (bytes). At most 32 MiB, glibc's
 #: largest mmap threshold, so a chunk reuses the memory freed by the previous one instead of
@@ -236,4 +238,49 @@ def posterior_moments(kernel: RenormalizedKernel, X, X_train, cho, z):
     for rows, kR, kR00 in kernel.chunks(p, X_train, diag=True):
         with single_blas_thread():          # one triangular solve per chunk (see chunks)
             mean[rows], var[rows] = predictor.predictor_moments(kR, kR00, cho, z)
+    return mean, var
+
+
+@guarded("posterior_moments_eig")
+def posterior_moments_eig(kernel: RenormalizedKernel, X, X_train, eig, yt, m, T, basis_key=()):
+    """GP regression with K_R (THEORY §4) for a scalar order parameter (FC, pooled CNN) in the
+    eigenbasis ``eig`` = (k, U, ...) of the training kernel (K − μμᵀ = U diag(k) Uᵀ; zero mean
+    K = U diag(k) Uᵀ, :func:`kren.saddle.scalar.eigenbasis`), ỹ = Uᵀy, m = Uᵀμ (None for zero
+    mean): the generated ``predictor_eig_zero_mean`` / ``predictor_eig`` of the architecture's
+    module (Sherman–Morrison for the mean term), equal to :func:`posterior_moments` with the
+    same fit. Per chunk of X the projections Ct = K(x0, X_train) U depend on neither N, T nor
+    λ1; with ``kernel.cache`` they are kept there (keyed by the data, the architecture's kernel
+    key, the dtype and ``basis_key``, which names the basis beyond those), so fits at other
+    N, T, λ1 on the same data predict in O(P) per test input. Returns (mean, var), each (P0,).
+    """
+    k, U = eig[0], eig[1]
+    p = kernel._prepare(X, "X")
+    arch, Qa, Qba = kernel._resolved(p)
+    if arch.structure != "scalar":
+        raise InvalidParameterError(f"posterior_moments_eig needs a scalar order parameter "
+                                    f"(FC, pooled CNN), got the {arch.kind.upper()}")
+    p2 = arch.prepare(X_train, "X_train")
+    gen, dtype, lam = arch.generated, kernel._dtype, arch.lambda1
+    mean = np.empty(p.P)
+    var = np.empty(p.P)
+
+    def project(part):
+        Kx = np.asarray(arch.cross_tensor(part, p2, dtype=dtype,
+                                          memory_budget=kernel.memory_budget))
+        return Kx.reshape(Kx.shape[-2:]).astype(np.float64, copy=False) @ U
+
+    for rows, part in p.chunks(kernel.chunk_rows(arch, p2.P)):
+        Ct = cached(kernel.cache,
+                    lambda: KernelCache.key("cross-eig", arch, dtype, part, p2,
+                                            extra=tuple(basis_key)),
+                    lambda: project(part))
+        Kd = np.asarray(arch.test_diagonal_tensor(part, dtype=dtype), dtype=np.float64)
+        Kd = Kd.reshape(-1)
+        with single_blas_thread():          # memory-bound passes over Ct (see chunks)
+            if Qba is None:
+                mean[rows], var[rows] = gen.predictor_eig_zero_mean(Qa, Ct, Kd, k, yt, T, lam)
+            else:
+                mu0 = np.asarray(arch.generated_means(part), dtype=np.float64).reshape(-1)
+                mean[rows], var[rows] = gen.predictor_eig(Qa, Qba, Ct, Kd, mu0, k, yt, m, T,
+                                                          lam)
     return mean, var

@@ -38,7 +38,6 @@ from sklearn.utils._param_validation import InvalidParameterError as _SkInvalidP
 from ..architecture import Architecture
 from ..cache import KernelCache, cached
 from ..saddle.progress import Progress
-from ..saddle.scalar import eigenbasis
 from ..tensors.storage import STORAGES, plan_storage, solver_tensor
 from ..exceptions import (ConvergenceWarning, NotFittedError, StaleFitError,
                           StaleParametersWarning, UnconvergedError)
@@ -48,7 +47,7 @@ from .multi import (check_label_values, check_labels, check_multi_targets, encod
                     multi_storage_plan,
                     prepare_targets, test_error_multi)
 from .solve import SolverResult, solve_saddle
-from .state import Fit
+from .state import Fit, scalar_eigenbasis
 from ..renormalized_multi import multi_identity
 
 __all__ = ["KrenEstimator", "TestError"]
@@ -162,6 +161,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                                                     extra=(plan.mode, plan.device)),
                             lambda: solver_tensor(arch, train, plan))
         N, T = float(self.N), float(self.T)
+        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, self.cache, y.ndim == 1)
         if math.isinf(N):
             Q, Qbar = (arch.identity_order_parameters() if y.ndim == 1
                        else multi_identity(arch, y.shape[1]))
@@ -174,14 +174,6 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
             if progress or time_budget is not None:
                 callback = Progress(time_budget, display=bool(progress),
                                     total=int(self.max_iter)).start()
-            eig = None
-            if arch.structure == "scalar" and self.cache is not None:
-                # the kernel's eigenbasis (FC, pooled CNN) depends on neither N, T nor λ1: one
-                # per cached tensor, shared by fits at other widths (kren.saddle.scalar)
-                eig = cached(self.cache,
-                             lambda: KernelCache.key("train-eigenbasis", arch, plan.dtype, train,
-                                                     extra=(plan.mode, plan.device)),
-                             lambda: eigenbasis(tensor, arch.zero_mean))
             try:
                 sol = solve_saddle(arch, tensor, y, T=T, N=N, tol=float(self.tol),
                                    max_iter=int(self.max_iter), memory_budget=self.memory_budget,
@@ -191,7 +183,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                     callback.close()
             Q, Qbar, result, sol_cho, sol_z = sol.Q, sol.Qbar, sol.result, sol.cho, sol.z
         fit = Fit.build(type(self).__name__, params, arch, train, y, tensor, Q, Qbar, T, N,
-                        dtype, result, sol_cho, sol_z, storage=plan.describe(), classes=classes)
+                        dtype, result, sol_cho, sol_z, storage=plan.describe(), classes=classes,
+                        eig=eig, eig_key=eig_key or ())
         self.fit_ = fit                                   # the one state change, at the end
         if not result.converged:
             warnings.warn(f"{type(self).__name__}(N={self.N}, T={self.T}): {result.message}",
@@ -257,9 +250,11 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
     y_train_ = property(lambda self: self._fit_or_raise().y, doc="Training targets, read-only.")
     kernels_ = property(lambda self: self._fit_or_raise().tensor,
                         doc="The train×train kernel tensor of the fit.")
-    cho_ = property(lambda self: self._fit_or_raise().cho,
-                    doc="Cholesky factor of A = T𝟙 + K_R at the saddle point.")
-    z_ = property(lambda self: self._fit_or_raise().z, doc="z = A⁻¹y at the saddle point.")
+    cho_ = property(lambda self: self._fit_or_raise().factor()[0],
+                    doc="Cholesky factor of A = T𝟙 + K_R at the saddle point (made on first "
+                        "access for a fit in the kernel's eigenbasis).")
+    z_ = property(lambda self: self._fit_or_raise().factor()[1],
+                  doc="z = A⁻¹y at the saddle point.")
     storage_ = property(lambda self: self._fit_or_raise().storage,
                         doc="How the fit held the train×train kernels: the storage mode "
                             "('stored', 'float32', 'streaming'), dtype, device and why "

@@ -29,7 +29,7 @@ from ..validation import InvalidDataError, InvalidParameterError, check_targets
 from ..renormalized_multi import multi_identity
 from .multi import check_multi_targets, multi_storage_plan
 from .solve import SolverResult
-from .state import RESOURCE_PARAMS, Fit
+from .state import RESOURCE_PARAMS, Fit, scalar_eigenbasis
 from .verify import load_tolerance, saddle_residual
 
 __all__ = ["RawFit", "read_fit_file", "restore", "SUPPORTED_VERSIONS"]
@@ -480,9 +480,11 @@ def restore(raw: RawFit, path, activation=None):
     _check_eliminated_Qbar(path, arch, Q, Qbar)
     check_alpha(path, d, train.P, N)
     try:
+        # the same eigenbasis as fit() (scalar order parameter, one output): same predictor
+        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, est.cache, D is None)
         est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor,
                              Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe(),
-                             classes=classes)
+                             classes=classes, eig=eig, eig_key=eig_key)
     except NotPositiveDefiniteError as exc:
         raise FitFileError(path, "Q", f"A = T·1 + K_R is not positive definite ({exc})") from None
     return est

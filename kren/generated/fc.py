@@ -11,7 +11,7 @@ import numpy as np
 from kren.checks import as_float, vector, fc_kernel, fc_means
 from kren.linalg import cho_factor, cho_inverse, cho_logdet, cho_solve
 
-__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'action_eig_zero_mean', 'action_eig', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
+__all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'action_eig_zero_mean', 'action_eig', 'predictor_eig_zero_mean', 'train_error_eig_zero_mean', 'predictor_eig', 'train_error_eig', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
 
 def renormalized_kernel(Q, Qbar, blocks, pairs, mu, lambda1):
@@ -289,6 +289,136 @@ def action_eig(Q, Qbar, k, yt, m, T, N, lambda1):
     d2S_dQdQbar = -1 + (t11*t25 - t11 - t12*t23 + t15*t26 + t18 - t24*t26*t9)/(N*lambda1*(t5**2)*t8)
     d2S_dQbar2 = -(1 + t9*(t22*t23*(t4**2) + t23 - 4*t25*(t3**2) - t26 + (t4**2)*t9)/N)/(t5**2)
     return S, np.array([dS_dQ, dS_dQbar]), np.array([[d2S_dQ2, d2S_dQdQbar], [d2S_dQdQbar, d2S_dQbar2]])
+
+
+def predictor_eig_zero_mean(Q, Ct, Kd, k, yt, T, lambda1):
+    """Predictor mean and variance on test inputs (THEORY §4) in the eigenbasis of the
+    training kernel (derivations.action.fc_eigen_predictor), O(P) per test input:
+
+    K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, Ct = K(x0, X) U (P0, P),
+    Kd = K(x0, x0) (P0,), a = Q/λ1, D = T + a k:
+    mean = a Σ_k Ct yt/D,  var = a Kd − a² Σ_k Ct²/D
+
+    Equal to predictor.predictor_moments with the same K_R and A = T𝟙 + K_R (no factor
+    of A needed). Returns (mean, var), each (P0,).
+    """
+    Q = as_float(Q, 'Q')
+    k = vector(k, 'k')
+    P = k.shape[0]
+    yt = vector(yt, 'yt', P)
+    Ct = np.asarray(Ct, dtype=float)
+    if Ct.ndim != 2 or Ct.shape[1] != P:
+        raise ValueError(f'Ct must have shape (P0, {P}), got {Ct.shape}')
+    Kd = vector(Kd, 'Kd', Ct.shape[0])
+    T = as_float(T, 'T')
+    lambda1 = as_float(lambda1, 'lambda1')
+    t0 = Q/lambda1
+    t1 = 1/(T + k*t0)
+    mean = t0*np.sum(Ct*t1*yt, axis=-1)
+    var = Kd*t0 - (Q**2)*np.sum((Ct**2)*t1, axis=-1)/(lambda1**2)
+    return mean, var
+
+
+def train_error_eig_zero_mean(Q, k, yt, T, lambda1):
+    """Training error (THEORY §4) in the eigenbasis of the training kernel, O(P):
+
+    K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, Ct = K(x0, X) U (P0, P),
+    Kd = K(x0, x0) (P0,), a = Q/λ1, D = T + a k:
+    train error = (1/P)[T² Σ yt²/D² + T Σ a k/D]
+
+    Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R.
+    """
+    Q = as_float(Q, 'Q')
+    k = vector(k, 'k')
+    P = k.shape[0]
+    yt = vector(yt, 'yt', P)
+    T = as_float(T, 'T')
+    lambda1 = as_float(lambda1, 'lambda1')
+    t0 = Q*k/lambda1
+    t1 = T + t0
+    train_error = ((T**2)*np.sum((yt**2)/(t1**2)) + T*np.sum(t0/t1))/P
+    return train_error
+
+
+def predictor_eig(Q, Qbar, Ct, Kd, mu0, k, yt, m, T, lambda1):
+    """Predictor mean and variance on test inputs (THEORY §4) in the eigenbasis of the
+    training kernel (derivations.action.fc_eigen_predictor), O(P) per test input:
+
+    K − μμᵀ = U diag(k) Uᵀ (the centered training kernel), yt = Uᵀy, m = Uᵀμ,
+    Ct = K(x0, X) U (P0, P), Kd = K(x0, x0), mu0 = μ(x0) (P0,), a = Q/λ1,
+    β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,
+    γ = β/(1 + β s1), g = a (Ct − mu0 mᵀ) + β mu0 mᵀ, z̃ = yt/D − γ s2 m/D:
+    mean = Σ_k g z̃,  var = a (Kd − mu0²) + β mu0² − Σ_k g²/D + γ (Σ_k g m/D)²
+
+    Equal to predictor.predictor_moments with the same K_R and A = T𝟙 + K_R (no factor
+    of A needed). Returns (mean, var), each (P0,).
+    """
+    Q = as_float(Q, 'Q')
+    Qbar = as_float(Qbar, 'Qbar')
+    if not Qbar > -1:
+        raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
+    k = vector(k, 'k')
+    P = k.shape[0]
+    yt = vector(yt, 'yt', P)
+    m = vector(m, 'm', P)
+    Ct = np.asarray(Ct, dtype=float)
+    if Ct.ndim != 2 or Ct.shape[1] != P:
+        raise ValueError(f'Ct must have shape (P0, {P}), got {Ct.shape}')
+    Kd = vector(Kd, 'Kd', Ct.shape[0])
+    mu0 = vector(mu0, 'mu0', Ct.shape[0])
+    T = as_float(T, 'T')
+    lambda1 = as_float(lambda1, 'lambda1')
+    t0 = Q/lambda1
+    t1 = 1/(T + k*t0)
+    t2 = m*t1
+    t3 = np.sum(Ct*t2, axis=-1)
+    t4 = np.sum(t2*yt)
+    t6 = 1/(Qbar + 1)
+    t7 = t6/lambda1
+    t5 = np.sum((m**2)*t1)
+    t8 = t5*t7
+    t9 = 1/(t8 + 1)
+    t10 = -t0 + t6/lambda1
+    t11 = mu0*t10
+    mean = t0*(-t3*t4*t7*t9 + np.sum(Ct*t1*yt, axis=-1)) + t11*(-t4*t8*t9 + t4)
+    t12 = t0*t3
+    var = -(Q**2)*np.sum((Ct**2)*t1, axis=-1)/(lambda1**2) + Q*(Kd - (mu0**2))/lambda1 - (mu0**2)*(t10**2)*t5 - 2*t11*t12 + (mu0**2)*t6/lambda1 + t6*t9*((t11*t5 + t12)**2)/lambda1
+    return mean, var
+
+
+def train_error_eig(Q, Qbar, k, yt, m, T, lambda1):
+    """Training error (THEORY §4) in the eigenbasis of the training kernel, O(P):
+
+    K − μμᵀ = U diag(k) Uᵀ (the centered training kernel), yt = Uᵀy, m = Uᵀμ,
+    Ct = K(x0, X) U (P0, P), Kd = K(x0, x0), mu0 = μ(x0) (P0,), a = Q/λ1,
+    β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,
+    γ = β/(1 + β s1), g = a (Ct − mu0 mᵀ) + β mu0 mᵀ, z̃ = yt/D − γ s2 m/D:
+    train error = (1/P)[T² Σ z̃² + T (Σ a k/D − γ Σ a k m²/D² + γ s1)]
+
+    Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R.
+    """
+    Q = as_float(Q, 'Q')
+    Qbar = as_float(Qbar, 'Qbar')
+    if not Qbar > -1:
+        raise ValueError(f'1 + Qbar must be positive, got Qbar = {Qbar}')
+    k = vector(k, 'k')
+    P = k.shape[0]
+    yt = vector(yt, 'yt', P)
+    m = vector(m, 'm', P)
+    T = as_float(T, 'T')
+    lambda1 = as_float(lambda1, 'lambda1')
+    t0 = Q*k/lambda1
+    t1 = T + t0
+    t2 = Qbar + 1
+    t3 = 1/(lambda1*t2)
+    t4 = t3*np.sum((m**2)/t1)
+    t5 = t4 + 1
+    t6 = (m**2)/(t1**2)
+    t7 = t3/t5
+    t8 = m*yt
+    t9 = np.sum(t8/t1)
+    train_error = ((T**2)*(-2*t7*t9*np.sum(t8/(t1**2)) + np.sum((yt**2)/(t1**2)) + (t9**2)*np.sum(t6)/((lambda1**2)*(t2**2)*(t5**2))) + T*(t4/t5 - t7*np.sum(t0*t6) + np.sum(t0/t1)))/P
+    return train_error
 
 
 def fixed_point_zero_mean(Q, dS_dQ):

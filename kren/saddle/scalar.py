@@ -8,12 +8,14 @@ its derivatives, the fixed-point map and Q̄ = 1/Q − 1 are the generated funct
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..linalg import NotPositiveDefiniteError
 from .problem import Evaluation
 
-__all__ = ["ScalarProblem", "eigenbasis"]
+__all__ = ["ScalarProblem", "Eigenbasis", "eigenbasis"]
 
 
 def _number(v, name) -> float:
@@ -32,11 +34,22 @@ def _image(fn):
         return None
 
 
-def eigenbasis(tensor, zero_mean: bool):
-    """(k, U): K = U diag(k) Uᵀ for zero-mean units, K − μμᵀ = U diag(k) Uᵀ otherwise (float64,
-    eigenvalues below zero clipped to 0), of the tensor's single block. It depends on neither
-    N, T nor λ1, so fits that share the tensor may share it (a :class:`kren.cache.KernelCache`
-    entry, see :meth:`kren.estimators.base.KrenEstimator.fit`)."""
+class Eigenbasis(NamedTuple):
+    """The eigenbasis of a scalar structure's kernel block (:func:`eigenbasis`): eigenvalues
+    ``k`` (ascending, clipped to ≥ 0), eigenvectors ``U`` (columns), and ``k_min`` the smallest
+    eigenvalue as computed, before clipping (≤ 0 by round-off for a singular kernel)."""
+
+    k: np.ndarray
+    U: np.ndarray
+    k_min: float
+
+
+def eigenbasis(tensor, zero_mean: bool) -> Eigenbasis:
+    """(k, U, k_min): K = U diag(k) Uᵀ for zero-mean units, K − μμᵀ = U diag(k) Uᵀ otherwise
+    (float64, eigenvalues below zero clipped to 0; k_min the smallest before clipping), of the
+    tensor's single block. It depends on neither N, T nor λ1, so fits that share the tensor may
+    share it (a :class:`kren.cache.KernelCache` entry, see
+    :func:`kren.estimators.state.scalar_eigenbasis`)."""
     blocks = np.asarray(tensor.blocks)
     if blocks.ndim != 3 or blocks.shape[0] != 1:
         raise ValueError(f"the scalar structure needs a tensor with one block (1, P, P), got "
@@ -45,7 +58,7 @@ def eigenbasis(tensor, zero_mean: bool):
     mu = np.asarray(tensor.mu, dtype=np.float64).reshape(-1)
     Kc = K if zero_mean else K - np.outer(mu, mu)
     k, U = np.linalg.eigh(0.5 * (Kc + Kc.T))
-    return np.maximum(k, 0.0), U
+    return Eigenbasis(np.maximum(k, 0.0), U, float(k[0]) if k.size else 0.0)
 
 
 class ScalarProblem:
@@ -55,7 +68,7 @@ class ScalarProblem:
     take the eigen-decomposition of the kernel their docstrings name: K = U diag(k) Uᵀ for
     zero-mean units, the centered K − μμᵀ = U diag(k) Uᵀ otherwise, with ỹ = Uᵀy, m = Uᵀμ;
     eigenvalues below zero (round-off of a PSD kernel) are clipped to 0. ``eig``: that
-    decomposition, (k, U) of :func:`eigenbasis`, when already computed (else computed here).
+    decomposition, (k, U, ...) of :func:`eigenbasis`, when already computed (else computed here).
     """
 
     structure = "scalar"
@@ -75,7 +88,7 @@ class ScalarProblem:
         self.P = blocks.shape[1]
         mu = np.asarray(tensor.mu, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64)
-        k, U = eigenbasis(tensor, zero_mean) if eig is None else eig
+        k, U = (eigenbasis(tensor, zero_mean) if eig is None else eig)[:2]
         if np.shape(k) != (self.P,) or np.shape(U) != (self.P, self.P):
             raise ValueError(f"eig must be (k, U) of shapes ({self.P},) and ({self.P}, "
                              f"{self.P}), got {np.shape(k)} and {np.shape(U)}")
