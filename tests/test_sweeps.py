@@ -205,6 +205,34 @@ def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(ok) + len(invalid) + len(too_many) + len(unconv) == len(t)
 
 
+def test_warm_start_extrapolates_linearly_in_one_over_N():
+    """The chain's start (kren.sweeps.run.warm_start): the secant through the last two
+    converged points in 1/N (N = ∞ is 1/N = 0), exact for Q linear in 1/N; the last point
+    when the secant leaves Q ≻ 0 or 𝟙 + Q̄ ≻ 0; a number for a 1×1 Q."""
+    from kren.sweeps.run import warm_start
+    A, B = np.array([[2.0, 0.3], [0.3, 1.5]]), np.array([[-1.0, 0.2], [0.2, 0.5]])
+    Q = lambda N: A + B / N                                       # noqa: E731
+    Qb = lambda N: -0.2 * np.eye(2) + 0.1 * B / N                 # noqa: E731
+    hist = [(100.0, Q(100.0), Qb(100.0)), (50.0, Q(50.0), Qb(50.0))]
+    Q0, Qb0 = warm_start(hist, 20.0)
+    np.testing.assert_allclose(Q0, Q(20.0), rtol=1e-13)
+    np.testing.assert_allclose(Qb0, Qb(20.0), rtol=1e-13)
+    # from N = ∞ (Q = 𝟙, Q̄ = 0): 1/N = 0 enters the secant
+    hist = [(math.inf, np.eye(2), np.zeros((2, 2))), (1000.0, Q(1000.0) - A + np.eye(2),
+                                                      Qb(1000.0) + 0.2 * np.eye(2))]
+    np.testing.assert_allclose(warm_start(hist, 500.0)[0], np.eye(2) + B / 500.0, rtol=0,
+                               atol=1e-15)
+    # one point: itself; none: None
+    assert warm_start(hist[:1], 10.0)[0] is hist[0][1]
+    assert warm_start([], 10.0) is None
+    # a secant that leaves Q ≻ 0 (here at N = 1: 2 − 1 − ... < 0): the last point as it is
+    h2 = [(4.0, np.array([[1.0]]), np.array([[0.0]])), (2.0, np.array([[0.5]]),
+                                                        np.array([[1.0]]))]
+    assert warm_start(h2, 1.0) == 0.5
+    assert warm_start(h2[:1] + [(3.0, np.array([[0.9]]), np.array([[0.0]]))], 2.0) == \
+        pytest.approx(0.9 - 0.1 * (1 / 2 - 1 / 3) / (1 / 3 - 1 / 4))
+
+
 # ============================================================================ folders
 def test_changed_config_is_refused_and_same_config_resumes(tmp_path):
     out = tmp_path / "r"

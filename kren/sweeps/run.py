@@ -12,7 +12,8 @@ The client (this process) is the only writer of the sweep folder: it records eac
 atomically as it completes (:class:`~kren.sweeps.store.SweepStore`) and logs it, so a killed
 sweep loses at most the points in flight. A warm-start chain (points differing only in N, run
 from the largest N down) is submitted one point at a time, each after its predecessor finished,
-with a hint to run on the same worker; chains run in parallel. Priorities follow the plan's
+with a hint to run on the same worker; chains run in parallel. Each point starts from the
+secant extrapolation in 1/N of its chain's last two converged points (:func:`warm_start`). Priorities follow the plan's
 dispatch order (sampled points, then kernel groups in order), so each worker builds each group's
 tensor once. A point's own failure comes back as a failed record; a lost worker leaves its point
 unrecorded (computed by the next run), and the sweep goes on.
@@ -21,6 +22,7 @@ Progress: a tqdm bar with the points done, failed and the time left.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -39,11 +41,38 @@ class RunSummary(dict):
     next run, e.g. after a lost point of their chain), ``seconds``, ``executor``."""
 
 
-def _warm_start(record, arrays):
-    """Q0 for the next point of a chain: Q (scalar structures) or (Q, Q̄), if converged."""
+def _converged(record, arrays):
+    """(Q, Q̄) of a converged point (float64 arrays), or None."""
     if record.get("status") != "ok" or not record.get("converged") or "Q" not in arrays:
         return None
-    Q, Qbar = np.asarray(arrays["Q"], float), np.asarray(arrays["Qbar"], float)
+    return np.asarray(arrays["Q"], float), np.asarray(arrays["Qbar"], float)
+
+
+def _pd(M) -> bool:
+    try:
+        np.linalg.cholesky(0.5 * (M + M.T))
+        return True
+    except np.linalg.LinAlgError:
+        return False
+
+
+def warm_start(history, N):
+    """Q0 for a chain point at width ``N`` from ``history``, the chain's last two converged
+    points [(N, Q, Q̄)], most recent last: the secant (linear) extrapolation in 1/N (the
+    continuation variable α = P/N; N = ∞ is 1/N = 0) through the two, where it keeps Q ≻ 0
+    and 𝟙 + Q̄ ≻ 0, else the most recent point's (Q, Q̄) as it is; None without history.
+    A number for a 1×1 Q (FC, pooled CNN), otherwise the pair (Q, Q̄)."""
+    if not history:
+        return None
+    N1, Q, Qbar = history[-1]
+    if len(history) > 1:
+        N2, Q2, Qbar2 = history[-2]
+        x, x1, x2 = (0.0 if math.isinf(v) else 1.0 / v for v in (N, N1, N2))
+        if x1 != x2:
+            t = (x - x1) / (x1 - x2)
+            Qe, Qbe = Q + t * (Q - Q2), Qbar + t * (Qbar - Qbar2)
+            if _pd(Qe) and _pd(np.eye(len(Qbe)) + Qbe):
+                Q, Qbar = Qe, Qbe
     if Q.shape == (1, 1):
         return float(Q[0, 0])
     return (Q, Qbar)
@@ -54,22 +83,24 @@ class _Chains:
 
     def __init__(self, plan, store, done: set):
         self.queue = {}
-        self.q0 = {}
-        warm = plan.config.solver["warm_start"]
+        self.history = {}
+        self.warm = plan.config.solver["warm_start"]
         for cid in plan.dispatch_order():
             pts = plan.chains[cid]
             pending = [p for p in pts if p.id not in done]
             if not pending:
                 continue
             self.queue[cid] = pending
-            q0 = None
-            if warm:
+            hist = []
+            if self.warm:                        # the latest converged predecessors
                 first = pts.index(pending[0])
-                for prev in reversed(pts[:first]):          # latest converged predecessor
-                    q0 = _warm_start(*store.read(prev.id))
-                    if q0 is not None:
-                        break
-            self.q0[cid] = q0
+                for prev in reversed(pts[:first]):
+                    qq = _converged(*store.read(prev.id))
+                    if qq is not None:
+                        hist.insert(0, (float(prev.params["N"]), *qq))
+                        if len(hist) == 2:
+                            break
+            self.history[cid] = hist
 
     def __len__(self):
         return sum(len(v) for v in self.queue.values())
@@ -82,11 +113,18 @@ class _Chains:
             return None
         return pts.pop(0)
 
-    def finished(self, cid, record, arrays, warm):
-        """Record a chain point's result: its converged Q warm-starts the next point."""
-        q0 = _warm_start(record, arrays) if warm else None
-        if q0 is not None:
-            self.q0[cid] = q0
+    def start(self, cid, point):
+        """The warm start of the chain's point (:func:`warm_start`), or None."""
+        if not self.warm or point.kind == "sampled":
+            return None
+        return warm_start(self.history.get(cid, []), float(point.params["N"]))
+
+    def finished(self, cid, point, record, arrays):
+        """Record a chain point's result: a converged (Q, Q̄) joins the chain's history."""
+        qq = _converged(record, arrays) if self.warm else None
+        if qq is not None:
+            self.history[cid] = (self.history.get(cid, []) + [(float(point.params["N"]),
+                                                                *qq)])[-2:]
 
 
 def _task(plan, point, threads) -> Task:
@@ -166,13 +204,12 @@ def _store_result(store, point, rec, arrays, bar, summary):
 # ============================================================================ in this process
 def _serial(plan, store, chains, threads, bar, summary):
     state = WorkerState(plan.cache_bytes())
-    warm = plan.config.solver["warm_start"]
     for cid in list(chains.queue):
         while (point := chains.next(cid)) is not None:
             store.log("start", point.id)
-            rec, arrays = run_task(_task(plan, point, threads), chains.q0.get(cid), state)
+            rec, arrays = run_task(_task(plan, point, threads), chains.start(cid, point), state)
             record = _store_result(store, point, rec, arrays, bar, summary)
-            chains.finished(cid, record, arrays, warm)
+            chains.finished(cid, point, record, arrays)
 
 
 # ============================================================================ Dask
@@ -193,7 +230,6 @@ def _dask(plan, store, chains, client, threads, bar, summary):
     from .dask_plugin import SweepWorkerPlugin
     token = plan.config.hash
     client.register_plugin(SweepWorkerPlugin(plan.cache_bytes(), token), name=PLUGIN_NAME)
-    warm = plan.config.solver["warm_start"]
     order = list(chains.queue)
     priority = {cid: len(order) - k for k, cid in enumerate(order)}
     # each kernel group prefers one worker (round robin), so its tensor is usually built once;
@@ -212,7 +248,7 @@ def _dask(plan, store, chains, client, threads, bar, summary):
             return
         store.log("start", point.id)
         hint = {"workers": [where], "allow_other_workers": True} if where else {}
-        fut = client.submit(_run_on_worker, _task(plan, point, threads), chains.q0.get(cid),
+        fut = client.submit(_run_on_worker, _task(plan, point, threads), chains.start(cid, point),
                             token, key=f"kren-sweep-{point.id}-{time.time_ns()}",
                             priority=priority[cid], pure=False, **hint)
         meta[fut.key] = (cid, point)
@@ -229,5 +265,5 @@ def _dask(plan, store, chains, client, threads, bar, summary):
             summary["lost"] += 1
             continue                    # its chain stops here; the next run resumes it
         record = _store_result(store, point, rec, arrays, bar, summary)
-        chains.finished(cid, record, arrays, warm)
+        chains.finished(cid, point, record, arrays)
         submit(cid, address)
