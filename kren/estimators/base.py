@@ -161,7 +161,7 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
                                                     extra=(plan.mode, plan.device)),
                             lambda: solver_tensor(arch, train, plan))
         N, T = float(self.N), float(self.T)
-        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, self.cache, y.ndim == 1)
+        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, self.cache, y.ndim == 1, N)
         if math.isinf(N):
             Q, Qbar = (arch.identity_order_parameters() if y.ndim == 1
                        else multi_identity(arch, y.shape[1]))

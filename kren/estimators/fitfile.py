@@ -480,8 +480,9 @@ def restore(raw: RawFit, path, activation=None):
     _check_eliminated_Qbar(path, arch, Q, Qbar)
     check_alpha(path, d, train.P, N)
     try:
-        # the same eigenbasis as fit() (scalar order parameter, one output): same predictor
-        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, est.cache, D is None)
+        # the eigenbasis where fit() uses one (scalar order parameter, one output, finite N
+        # or a cache): the same predictor formulas as the fit that was saved
+        eig, eig_key = scalar_eigenbasis(arch, train, tensor, plan, est.cache, D is None, N)
         est.fit_ = Fit.build(cls.__name__, est.get_params(deep=False), arch, train, y, tensor,
                              Q, Qbar, T, N, dtype, result, cho, z, storage=plan.describe(),
                              classes=classes, eig=eig, eig_key=eig_key)

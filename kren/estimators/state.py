@@ -252,17 +252,22 @@ def _checked_eigenbasis(arch, Q, Qbar, T, eig):
     return Eigenbasis(_frozen(k), _frozen(U), k_min)
 
 
-def scalar_eigenbasis(arch, train, tensor, plan, cache, one_output: bool):
-    """(eig, eig_key) for :meth:`Fit.build`: the eigenbasis (k, U) of the training kernel
+def scalar_eigenbasis(arch, train, tensor, plan, cache, one_output: bool, N: float):
+    """(eig, eig_key) for :meth:`Fit.build`: the eigenbasis (k, U, k_min) of the training kernel
     (:func:`kren.saddle.scalar.eigenbasis`) for a scalar order parameter (FC, pooled CNN), and
-    what names it beyond the data (the storage plan); (None, ()) for other structures.
+    what names it beyond the data (the storage plan); (None, ()) where it is not used.
 
     It depends on neither N, T nor λ1: with a :class:`kren.cache.KernelCache` it is built once
-    per cached tensor and shared by fits at other N, T, λ1. A fit with one output always uses
-    it (the solve, the predictor and the training error; at N = ∞ too, so that a fit and its
-    reloaded copy predict through the same formulas); with D outputs only the solver takes it,
-    and only from a cache (as before the predictor used it)."""
-    if arch.structure != "scalar" or (not one_output and cache is None):
+    per cached tensor and shared by fits at other N, T, λ1. A fit with one output uses it for
+    the solve, the predictor and the training error at finite N (the solve needs it anyway) and,
+    with a cache, at N = ∞ too; at N = ∞ without a cache one Cholesky factor of A is cheaper
+    than the O(P³) eigendecomposition and is used instead (the two predict the same numbers to
+    ~κ(A)·ε, tests/test_predict_eig.py). With D outputs only the solver takes it (finite N),
+    from a cache."""
+    if arch.structure != "scalar":
+        return None, ()
+    finite = not math.isinf(N)
+    if not ((finite or cache is not None) if one_output else (finite and cache is not None)):
         return None, ()
     from ..cache import KernelCache, cached
     from ..saddle.scalar import eigenbasis

@@ -35,7 +35,7 @@ an unknown key anywhere is an error naming it (``grid.widht``), as is a value of
     tol = 1e-9                # saddle-point tolerance                (default 1e-9)
     max_iter = 1000           #                                       (default 1000)
     dtype = "float64"         # kernel tensors in "float64" or "float32"
-    warm_start = true         # start each solve from the Q of the next larger N (default true)
+    warm_start = true         # start each solve from the larger Ns' Q (default true)
 
     [sampling]                # optional: Langevin-sampled finite networks (kren.sampling)
     N = [10, 30, 100]         # widths (ints) sampled, for every grid point's other parameters

@@ -9,9 +9,10 @@
   λ1) and the dtype share one train×train tensor and one set of test×train blocks: the local
   kernels K_ij depend on neither N, T nor λ1 (THEORY §2). A group is the unit of kernel reuse.
 - **Warm-start chains.** Inside a group, theory points that differ only in N form a chain, run
-  from the largest N (N = ∞ first) down; each solve starts from the Q of the previous converged
-  point of its chain (continuation, as in ``kren demo``). A chain runs in order on one worker at
-  a time; distinct chains run in parallel.
+  from the largest N (N = ∞ first) down; each solve starts from the secant extrapolation in 1/N
+  of the last two converged points of its chain (continuation in α = P/N,
+  :func:`kren.sweeps.run.warm_start`). A chain runs in order on one worker at a time; distinct
+  chains run in parallel.
 - **Order.** Sampled points (long) are dispatched first, then the groups in plan order, so each
   worker's :class:`kren.cache.KernelCache` builds each tensor once.
 - **Memory.** Per group: the train tensor (blocks × P² values), the cached test×train blocks
