@@ -686,6 +686,8 @@ def _eig_predictor_fns():
                      "Kd = K(x0, x0) (P0,), a = Q/λ1, D = T + a k:")
             form = ("mean = a Σ_k Ct yt/D,  var = a Kd − a² Σ_k Ct²/D")
             tform = "(1/P)[T² Σ yt²/D² + T Σ a k/D]"
+            tbasis = ("K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, a = Q/λ1, "
+                      "D = T + a k:")
         else:
             args_p = ["Q", "Qbar", "Ct", "Kd", "mu0", "k", "yt", "m", "T", "lambda1"]
             args_t = ["Q", "Qbar", "k", "yt", "m", "T", "lambda1"]
@@ -697,6 +699,9 @@ def _eig_predictor_fns():
                      "γ = β/(1 + β s1), g = a (Ct − mu0 mᵀ) + β mu0 mᵀ, z̃ = yt/D − γ s2 m/D:")
             form = ("mean = Σ_k g z̃,  var = a (Kd − mu0²) + β mu0² − Σ_k g²/D + γ (Σ_k g m/D)²")
             tform = "(1/P)[T² Σ z̃² + T (Σ a k/D − γ Σ a k m²/D² + γ s1)]"
+            tbasis = ("K − μμᵀ = U diag(k) Uᵀ (the centered training kernel), yt = Uᵀy, m = Uᵀμ,\n"
+                      "a = Q/λ1, β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,\n"
+                      "γ = β/(1 + β s1), z̃ = yt/D − γ s2 m/D (= Uᵀ A⁻¹ y):")
         out.append(Fn(
             f"predictor_eig{sfx}", args_p,
             "\n".join(["Predictor mean and variance on test inputs (THEORY §4) in the "
@@ -708,7 +713,7 @@ def _eig_predictor_fns():
         out.append(Fn(
             f"train_error_eig{sfx}", args_t,
             "\n".join(["Training error (THEORY §4) in the eigenbasis of the training "
-                       "kernel, O(P):", "", basis, f"train error = {tform}", "",
+                       "kernel, O(P):", "", tbasis, f"train error = {tform}", "",
                        "Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R."]), pre_t, [(tr_s, train)], ["train_error"], tensors={}))
     return out
 

@@ -322,8 +322,7 @@ def predictor_eig_zero_mean(Q, Ct, Kd, k, yt, T, lambda1):
 def train_error_eig_zero_mean(Q, k, yt, T, lambda1):
     """Training error (THEORY §4) in the eigenbasis of the training kernel, O(P):
 
-    K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, Ct = K(x0, X) U (P0, P),
-    Kd = K(x0, x0) (P0,), a = Q/λ1, D = T + a k:
+    K = U diag(k) Uᵀ (the training kernel), yt = Uᵀy, a = Q/λ1, D = T + a k:
     train error = (1/P)[T² Σ yt²/D² + T Σ a k/D]
 
     Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R.
@@ -390,9 +389,8 @@ def train_error_eig(Q, Qbar, k, yt, m, T, lambda1):
     """Training error (THEORY §4) in the eigenbasis of the training kernel, O(P):
 
     K − μμᵀ = U diag(k) Uᵀ (the centered training kernel), yt = Uᵀy, m = Uᵀμ,
-    Ct = K(x0, X) U (P0, P), Kd = K(x0, x0), mu0 = μ(x0) (P0,), a = Q/λ1,
-    β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,
-    γ = β/(1 + β s1), g = a (Ct − mu0 mᵀ) + β mu0 mᵀ, z̃ = yt/D − γ s2 m/D:
+    a = Q/λ1, β = 1/(λ1(1 + Q̄)), D = T + a k, s1 = Σ m²/D, s2 = Σ m yt/D,
+    γ = β/(1 + β s1), z̃ = yt/D − γ s2 m/D (= Uᵀ A⁻¹ y):
     train error = (1/P)[T² Σ z̃² + T (Σ a k/D − γ Σ a k m²/D² + γ s1)]
 
     Equal to predictor.train_error with the same K_R and A = T𝟙 + K_R.
