@@ -76,10 +76,11 @@ class BlockSource:
         raise NotImplementedError
 
     def hessian_terms(self, pairs, cho, z, mu=None, V=None, sign=1.0):
-        """T1, T2 of :func:`kren.linalg.pair_hessian_terms` over K̃_p = :meth:`symmetrized`."""
+        """T1, T2 of :func:`kren.linalg.pair_hessian_terms` over K̃_p = :meth:`symmetrized`
+        (unpacked or recomputed once and kept between Hessians, :func:`kren.sym_hessian.cached_stack`)."""
         from ..linalg import sym_hessian_terms
         self.check_pairs(pairs)
-        return sym_hessian_terms(self.symmetrized, self.pairs, cho, z, mu, V, sign)
+        return sym_hessian_terms(self.symmetrized, self.pairs, cho, z, mu, V, sign, owner=self)
 
     # ------------------------------------------------------------------ shared helpers
     def _weights(self, W) -> np.ndarray:
