@@ -36,12 +36,44 @@ def set_blas_policy(threaded_min: int) -> None:
     SINGLE_THREAD_MAX = THREADED_MIN - 1
 
 
-def _busy_cores() -> float:
+def _loadavg() -> float:
     """1-minute load average (0 where unknown)."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return 0.0
+
+
+#: (wall, CPU) samples of this process, for its own share of the load average.
+_SAMPLES: list = []
+#: The window of the load average that :func:`_own_load` matches (seconds).
+LOAD_WINDOW = 60.0
+
+
+def _own_load(now: float | None = None, cpu: float | None = None) -> float:
+    """This process's CPU use (cores) over about the last minute: what it contributes to the
+    1-minute load average itself (its own pass threads keep it near 2 on two cores)."""
+    import time
+    now = time.monotonic() if now is None else now
+    cpu = time.process_time() if cpu is None else cpu
+    if not _SAMPLES or now - _SAMPLES[-1][0] >= 1.0:           # at most one sample a second
+        _SAMPLES.append((now, cpu))
+    while len(_SAMPLES) > 2 and now - _SAMPLES[1][0] >= LOAD_WINDOW:
+        _SAMPLES.pop(0)
+    t0, c0 = _SAMPLES[0]
+    if now - t0 < 1.0:
+        return 0.0
+    return max(0.0, (cpu - c0) / (now - t0))
+
+
+_own_load()                                   # the first sample: when kren.linalg was imported
+
+
+def _busy_cores() -> float:
+    """Cores held by other processes: the 1-minute load average less this process's own CPU
+    use over about the same minute (:func:`_own_load`; 0 where the load is unknown)."""
+    load = _loadavg()
+    return max(0.0, load - _own_load()) if load > 0 else 0.0
 
 
 def blas_threads(n: int) -> int | None:
@@ -50,8 +82,9 @@ def blas_threads(n: int) -> int | None:
     The policy (benchmarks/bench_scale.py --blas prints the figures):
     * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
       milliseconds and OpenBLAS's threads cost more than they save;
-    * from THREADED_MIN on, all the cores — unless the machine is already busy (1-minute load
-      average above cores − 0.5, i.e. other processes hold the other core): then one thread,
+    * from THREADED_MIN on, all the cores — unless the machine is already busy (the 1-minute
+      load average less this process's own CPU use over that minute above cores − 0.5, i.e.
+      other processes hold the other core; kren's own pass threads do not count): then one thread,
       because a threaded factorization whose threads wait for a held core runs 2–20× slower
       than a single-threaded one (measured on two cores at load 7–9: P = 1000 0.14 s against
       2.9 s, P = 3000 2.6 s against 4.5 s for Cholesky + inverse). On an idle machine two
