@@ -8,7 +8,7 @@ For symmetric directions D_a (a = 1 … n_p) and A = LLᵀ, z = A⁻¹y (:func:`
 S_a comes from one LAPACK ``sygst`` per direction (L⁻¹ D L⁻ᵀ on the lower triangle, P³ flops,
 half those of two triangular products); ⟨S_a, S_b⟩ is the Gram matrix of the packed lower
 triangles (off-diagonal entries weighted √2), one SYRK. The directions are spread over the
-cores, one BLAS thread each, the LAPACK/BLAS calls made without the GIL
+cores (unless other processes hold them), one BLAS thread each, the LAPACK/BLAS calls made without the GIL
 (:mod:`kren.nogil_lapack`), and so is the Gram product (a SYRK per slice of the packed columns,
 summed).
 
@@ -77,8 +77,16 @@ def _upper_index(P: int):
 
 
 def _threads(n_p: int, P: int) -> int:
+    """Worker threads: every core, unless P < 64 (too little work) or other processes hold
+    the cores (kren.linalg._busy_cores, the BLAS policy's test: a static split of the
+    directions then waits for its slowest thread, measured 1.2× slower than one thread at
+    load 3.6 on two cores)."""
     from .kernels import _threads as t
-    return max(1, min(t(), n_p)) if P >= 64 else 1
+    from .linalg import _busy_cores
+    cores = t()
+    if P < 64 or cores <= 1 or _busy_cores() > cores - 0.5:
+        return 1
+    return max(1, min(cores, n_p))
 
 
 def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,

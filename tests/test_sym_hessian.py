@@ -73,12 +73,15 @@ def tensors():
     return out
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("act", ["erf", "relu"])
-def test_kept_blocks_give_the_same_hessian_terms(tensors, act, monkeypatch):
+def test_kept_blocks_give_the_same_hessian_terms(tensors, act, threads, monkeypatch):
     """A packed source's first Hessian reads its blocks directly, the second fills the kept
     stack, the third uses it (kren.sym_hessian.cached_stack): the same arithmetic on the same
     values, so T1, T2 (and, with means, the V blocks) agree to round-off (1e-13 relative) with
-    each other, with a cache too small to keep anything, and with the stacked blocks."""
+    each other, with a cache too small to keep anything, and with the stacked blocks; on one
+    worker thread or two (the Gram product then summed from two column slices)."""
+    monkeypatch.setattr(sym_hessian, "_threads", lambda n_p, P: threads)
     arch, prep, kt, cho, z = tensors[act]
     mu = prep.mu if act == "relu" else None
     V = np.random.default_rng(3).normal(size=(prep.P, arch.n)) if act == "relu" else None
@@ -95,6 +98,18 @@ def test_kept_blocks_give_the_same_hessian_terms(tensors, act, monkeypatch):
     for got in runs:
         for g, w in zip(got, ref):
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-13 * np.abs(w).max())
+
+
+def test_worker_threads_follow_the_load(monkeypatch):
+    """Every core for P ≥ 64 on a quiet machine; one when other processes hold the cores
+    (the BLAS policy's test) or P < 64."""
+    import kren.kernels
+    import kren.linalg as la
+    monkeypatch.setattr(kren.kernels, "_threads", lambda: 2)
+    monkeypatch.setattr(la, "_busy_cores", lambda: 0.3)
+    assert sym_hessian._threads(136, 300) == 2 and sym_hessian._threads(136, 63) == 1
+    monkeypatch.setattr(la, "_busy_cores", lambda: 1.6)
+    assert sym_hessian._threads(136, 300) == 1
 
 
 def test_float32_products_are_float32_accurate(tensors):
