@@ -88,22 +88,26 @@ def sygst(a: np.ndarray, L: np.ndarray) -> None:
 
 
 def syrk(F: np.ndarray) -> np.ndarray:
-    """F Fᵀ for a float64 F (k, m) whose rows are contiguous (a C-ordered array or a column
-    slice of one): the full symmetric (k, k) result (BLAS dsyrk on the upper triangle,
-    mirrored)."""
+    """F Fᵀ for a float64 or float32 F (k, m) whose rows are contiguous (a C-ordered array or
+    a column slice of one): the full symmetric (k, k) result in F's precision (BLAS ?syrk on
+    the upper triangle, mirrored)."""
     k, m = F.shape
-    if F.dtype != np.float64 or (m > 1 and F.strides[1] != 8) or F.strides[0] < 8 * m:
-        raise ValueError("syrk needs a float64 F with contiguous rows")
-    f = _funcs().get("dsyrk")
+    size = F.dtype.itemsize
+    if F.dtype not in (np.float32, np.float64) or (m > 1 and F.strides[1] != size) \
+            or F.strides[0] < size * m:
+        raise ValueError("syrk needs a float32 or float64 F with contiguous rows")
+    t = "s" if F.dtype == np.float32 else "d"
+    f = _funcs().get(t + "syrk")
     if f is None:
-        from scipy.linalg.blas import dsyrk
-        C = dsyrk(1.0, F.T, trans=1)
+        from scipy.linalg import blas
+        C = getattr(blas, t + "syrk")(1.0, F.T, trans=1)
     else:
         # the rows of F, read in Fortran order, are the columns of an (m, k) matrix Fᵀ with
         # leading dimension the row stride: C = (Fᵀ)ᵀ Fᵀ, trans = 'T'
-        C = np.zeros((k, k), order="F")
+        C = np.zeros((k, k), dtype=F.dtype, order="F")
+        num = ctypes.c_float if t == "s" else ctypes.c_double
         f(ctypes.byref(ctypes.c_char(b"U")), ctypes.byref(ctypes.c_char(b"T")), _int(k), _int(m),
-          ctypes.byref(ctypes.c_double(1.0)), F.ctypes.data, _int(max(1, F.strides[0] // 8)),
-          ctypes.byref(ctypes.c_double(0.0)), C.ctypes.data, _int(k))
+          ctypes.byref(num(1.0)), F.ctypes.data, _int(max(1, F.strides[0] // size)),
+          ctypes.byref(num(0.0)), C.ctypes.data, _int(k))
     C = np.triu(C)
     return C + np.triu(C, 1).T

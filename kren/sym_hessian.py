@@ -97,8 +97,9 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,
     whose data do not change) they are kept between Hessians (:func:`cached_stack`). The
     directions are D_p = K̃_p − M_p with M_p = μ_iμ_jᵀ + μ_jμ_iᵀ (μ_iμ_iᵀ) when ``mu`` is given.
     ``dtype`` is the precision of the P³ products (sygst): float64, or float32 for a Hessian
-    that only chooses directions (:class:`kren.linalg.hessian_precision`); u_a = D_a z, the
-    V-blocks, the Gram products and T2 are float64 either way.
+    that only chooses directions (:class:`kren.linalg.hessian_precision`; the Gram product of
+    the float32 S_a is then float32 as well); u_a = D_a z, the V-blocks and T2 are float64
+    either way.
     """
     from .linalg import (NotPositiveDefiniteError, assemble_hessian_terms, blas_context,
                          cho_solve, single_blas_thread)
@@ -114,7 +115,8 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,
     n_p, P = len(pairs), L.shape[0]
     z = np.asarray(z, dtype=np.float64)
     idx, w = _upper_index(P)
-    F = np.empty((n_p, idx.size))
+    F = np.empty((n_p, idx.size), dtype=dt)          # float32 Hessians: a float32 Gram too
+    w = w.astype(dt)
     U = np.empty((n_p, P))
     Gv = W = None
     if V is not None:
@@ -147,7 +149,7 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,
             np.multiply(a.reshape(-1)[idx], w, out=F[p])
 
     def gram(cols):
-        return nogil_lapack.syrk(F[:, cols[0]:cols[1]])
+        return nogil_lapack.syrk(F[:, cols[0]:cols[1]]).astype(np.float64)
 
     threads = _threads(n_p, P)
     chunks = [list(range(t, n_p, threads)) for t in range(threads)]

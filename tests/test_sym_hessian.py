@@ -46,17 +46,21 @@ def test_sygst_is_the_two_sided_triangular_solve(dtype, without_ctypes, monkeypa
         nogil_lapack.sygst(np.ascontiguousarray(D[:, :P - 1]).astype(dtype), L.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("without_ctypes", [False, True])
-def test_syrk_is_the_gram_matrix(without_ctypes, monkeypatch):
-    """syrk(F) = F Fᵀ (float64 round-off, 1e-14 relative), also on a column slice of F."""
+def test_syrk_is_the_gram_matrix(dtype, without_ctypes, monkeypatch):
+    """syrk(F) = F Fᵀ to the round-off of a sum of m products in F's precision
+    (√m · 4ε relative to the largest entry), also on a column slice of F."""
     if without_ctypes:
         monkeypatch.setattr(nogil_lapack, "_FUNCS", {})
-    F = np.random.default_rng(2).normal(size=(9, 300))
+    F = np.random.default_rng(2).normal(size=(9, 300)).astype(dtype)
+    eps = float(np.finfo(dtype).eps)
     for G in (F, F[:, 37:201]):
-        want = G @ G.T
+        G64 = G.astype(np.float64)
+        want = G64 @ G64.T
         got = nogil_lapack.syrk(G)
-        assert np.abs(got - want).max() <= 1e-14 * np.abs(want).max() * G.shape[1] ** 0.5
-        assert np.array_equal(got, got.T)
+        assert got.dtype == dtype and np.array_equal(got, got.T)
+        assert np.abs(got - want).max() <= 4 * eps * G.shape[1] ** 0.5 * np.abs(want).max()
 
 
 @pytest.fixture(scope="module")
