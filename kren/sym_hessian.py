@@ -29,6 +29,9 @@ from . import nogil_lapack
 __all__ = ["sym_hessian_terms", "cached_stack", "keep_stack", "clear_stack_cache",
            "STACK_CACHE_BYTES"]
 
+#: Column slices of the Gram product (fixed, so that its round-off does not depend on the
+#: number of threads that compute them).
+GRAM_SLICES = 2
 #: Largest stack of symmetrized blocks (n_p · P² float64 values) kept between Hessians.
 STACK_CACHE_BYTES = 512 * 2**20
 
@@ -153,16 +156,22 @@ def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,
 
     threads = _threads(n_p, P)
     chunks = [list(range(t, n_p, threads)) for t in range(threads)]
+    # the Gram product by GRAM_SLICES column slices summed in order, whatever the number of
+    # threads: the same round-off on a busy machine and a quiet one
     m = idx.size
-    cuts = np.linspace(0, m, threads + 1).astype(int)
+    cuts = np.linspace(0, m, GRAM_SLICES + 1).astype(int)
+    slices = list(zip(cuts[:-1], cuts[1:]))
     with single_blas_thread():
         if threads == 1:
             work(chunks[0])
-            T1 = gram((0, m))
+            parts = [gram(c) for c in slices]
         else:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(work, chunks))
-                T1 = sum(pool.map(gram, list(zip(cuts[:-1], cuts[1:]))))
+                parts = list(pool.map(gram, slices))
+    T1 = parts[0]
+    for part in parts[1:]:
+        T1 = T1 + part
     if stack is not None and not filled:
         keep_stack(owner, stack)
     with blas_context(P):

@@ -104,6 +104,20 @@ def test_kept_blocks_give_the_same_hessian_terms(tensors, act, threads, monkeypa
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-13 * np.abs(w).max())
 
 
+def test_threads_do_not_change_the_round_off(tensors, monkeypatch):
+    """The directions are independent and the Gram product is summed from the same
+    GRAM_SLICES column slices on any number of threads: one thread and two give the same bits
+    (a precision-limited solve then takes the same path on a busy machine and a quiet one)."""
+    arch, prep, kt, cho, z = tensors["erf"]
+    src = PackedBlocks.build(prep, kt.pairs)
+    out = []
+    for threads in (1, 2):
+        monkeypatch.setattr(sym_hessian, "_threads", lambda n_p, P, t=threads: t)
+        out.append(pair_hessian_terms(src, kt.pairs, cho, z))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
 def test_worker_threads_follow_the_load(monkeypatch):
     """Every core for P ≥ 64 on a quiet machine; one when other processes hold the cores
     (the BLAS policy's test) or P < 64."""
