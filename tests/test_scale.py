@@ -302,3 +302,18 @@ def test_packed_build_by_column_chunks_is_the_same_storage(digits, act, monkeypa
         want = K + K.T if i != j else K
         np.testing.assert_allclose(small.symmetrized(p), want, rtol=0,
                                    atol=1e-12 * np.abs(want).max())
+
+
+def test_lower_weights_by_row_blocks():
+    """lower_weights(B) (row blocks, no P×P temporaries) is 2·tril(B, −1) + diag(B) exactly
+    (a doubling and copies: no round-off), across block edges (P = 600 > 256) and for tiles."""
+    from kren.tensors.source import lower_weights, lower_weights_rows
+    rng = np.random.default_rng(4)
+    for P in (7, 600):
+        B = rng.normal(size=(P, P))
+        B = B + B.T
+        want = 2.0 * np.tril(B, -1) + np.diag(np.diag(B))
+        assert np.array_equal(lower_weights(B), want)
+        out = np.full((P - 3, P), np.nan)
+        lower_weights_rows(B, 3, P, out)
+        assert np.array_equal(out, want[3:P, :P])

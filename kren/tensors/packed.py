@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .mixed import combine_rows, contract_rows
-from .source import BlockSource, lower_weights
+from .source import BlockSource, lower_weights_rows
 from .tiles import TileMaker, row_tiles, torch_single_thread
 
 __all__ = ["PackedBlocks", "packed_nbytes", "tile_rows"]
@@ -149,10 +149,10 @@ class PackedBlocks(BlockSource):
 
     def contract(self, B) -> np.ndarray:
         """G_ij = ⟨K_ij, B⟩ for symmetric B, (n, n) float64."""
-        Bw = lower_weights(B)
+        B = np.asarray(B, dtype=np.float64)
         b = np.empty(self.data.shape[1])
-        for r0, r1, off in self.tiles:
-            b[off:off + (r1 - r0) * r1].reshape(r1 - r0, r1)[...] = Bw[r0:r1, :r1]
+        for r0, r1, off in self.tiles:                   # lower_weights(B), tile by tile
+            lower_weights_rows(B, r0, r1, b[off:off + (r1 - r0) * r1].reshape(r1 - r0, r1))
         return self._gram_to_G(contract_rows(self.data, b))
 
     def symmetrized(self, p: int) -> np.ndarray:
