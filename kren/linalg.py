@@ -82,21 +82,30 @@ def blas_threads(n: int) -> int | None:
     The policy (benchmarks/bench_scale.py --blas prints the figures):
     * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
       milliseconds and OpenBLAS's threads cost more than they save;
-    * from THREADED_MIN on, all the cores — unless the machine is already busy (the 1-minute
-      load average less this process's own CPU use over that minute above cores − 0.5, i.e.
-      other processes hold the other core; kren's own pass threads do not count): then one thread,
-      because a threaded factorization whose threads wait for a held core runs 2–20× slower
-      than a single-threaded one (measured on two cores at load 7–9: P = 1000 0.14 s against
-      2.9 s, P = 3000 2.6 s against 4.5 s for Cholesky + inverse). On an idle machine two
-      threads are expected to give 1.6–1.9× on the O(P³) work of large factorizations.
+    * from THREADED_MIN on, all the cores — unless other processes hold part of them
+      (:func:`machine_busy`: the 1-minute load average less this process's own CPU use over
+      that minute, above a quarter of the cores and at least half a core; kren's own pass
+      threads do not count): then one thread, because a threaded factorization whose threads
+      wait for a held core runs 2–20× slower than a single-threaded one (measured on two
+      cores at load 7–9: P = 1000 0.14 s against 2.9 s, P = 3000 2.6 s against 4.5 s for
+      Cholesky + inverse; in a P = 3000 fit beside another process holding ~1.4 cores,
+      Cholesky + inverse averaged 2.5 s an evaluation, mostly threaded, against 1.0–1.7 s on
+      one thread measured alongside). On an idle machine two threads are
+      expected to give 1.6–1.9× on the O(P³) work of large factorizations.
     Passes over kernel tensors are memory bound and spread over the cores by kren's own
     threads, each with one BLAS thread; the exact Hessian spreads its directions likewise.
     """
     if n < THREADED_MIN:
         return 1
+    return 1 if machine_busy() else None
+
+
+def machine_busy() -> bool:
+    """True when kren should not spread dense work over the cores: one core only, or other
+    processes hold more than max(0.5, cores/4) of them (:func:`_busy_cores`)."""
     from .kernels import _threads
     cores = _threads()
-    return 1 if cores <= 1 or _busy_cores() > cores - 0.5 else None
+    return cores <= 1 or _busy_cores() > max(0.5, cores / 4)
 
 
 def single_blas_thread():

@@ -81,15 +81,14 @@ def _upper_index(P: int):
 
 def _threads(n_p: int, P: int) -> int:
     """Worker threads: every core, unless P < 64 (too little work) or other processes hold
-    the cores (kren.linalg._busy_cores, the BLAS policy's test: a static split of the
-    directions then waits for its slowest thread, measured 1.2× slower than one thread at
+    part of the cores (kren.linalg.machine_busy, the BLAS policy's test: a static split of
+    the directions then waits for its slowest thread, measured 1.2× slower than one thread at
     load 3.6 on two cores)."""
     from .kernels import _threads as t
-    from .linalg import _busy_cores
-    cores = t()
-    if P < 64 or cores <= 1 or _busy_cores() > cores - 0.5:
+    from .linalg import machine_busy
+    if P < 64 or machine_busy():
         return 1
-    return max(1, min(cores, n_p))
+    return max(1, min(t(), n_p))
 
 
 def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None,

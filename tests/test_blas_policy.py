@@ -18,8 +18,9 @@ def test_own_load_is_the_cpu_rate_over_the_last_minute(monkeypatch):
 
 
 def test_busy_machine_means_other_processes(monkeypatch):
-    """Two cores, load average 2: one thread when the load is another process's, all cores
-    when it is this process's own (its pass threads), never threads below THREADED_MIN."""
+    """Two cores, load average 2: one thread when the load is another process's (more than
+    half a core of it), all cores when it is this process's own (its pass threads), never
+    threads below THREADED_MIN; sixteen cores: busy from four cores held by others."""
     monkeypatch.setattr(kren.kernels, "_threads", lambda: 2)
     monkeypatch.setattr(la, "_loadavg", lambda: 2.0)
     monkeypatch.setattr(la, "_own_load", lambda: 0.0)
@@ -28,3 +29,11 @@ def test_busy_machine_means_other_processes(monkeypatch):
     assert la._busy_cores() == 2.0 - 1.9
     assert la.blas_threads(la.THREADED_MIN) is None
     assert la.blas_threads(la.THREADED_MIN - 1) == 1
+    monkeypatch.setattr(la, "_own_load", lambda: 1.4)           # others hold 0.6 core
+    assert la.blas_threads(la.THREADED_MIN) == 1
+    monkeypatch.setattr(kren.kernels, "_threads", lambda: 16)
+    monkeypatch.setattr(la, "_loadavg", lambda: 5.0)
+    monkeypatch.setattr(la, "_own_load", lambda: 1.5)           # others hold 3.5 cores
+    assert la.blas_threads(la.THREADED_MIN) is None
+    monkeypatch.setattr(la, "_own_load", lambda: 0.5)           # others hold 4.5 cores
+    assert la.blas_threads(la.THREADED_MIN) == 1

@@ -126,7 +126,7 @@ def test_worker_threads_follow_the_load(monkeypatch):
     monkeypatch.setattr(kren.kernels, "_threads", lambda: 2)
     monkeypatch.setattr(la, "_busy_cores", lambda: 0.3)
     assert sym_hessian._threads(136, 300) == 2 and sym_hessian._threads(136, 63) == 1
-    monkeypatch.setattr(la, "_busy_cores", lambda: 1.6)
+    monkeypatch.setattr(la, "_busy_cores", lambda: 0.6)
     assert sym_hessian._threads(136, 300) == 1
 
 
