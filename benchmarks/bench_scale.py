@@ -85,8 +85,8 @@ def _reference_Q(arch_kw, X, y, T, N, method, tol=1e-11):
     kt = arch.train_tensor(arch.prepare(X))
     problem = problem_for("matrix", kt, y, T, N, 1.0, True)
     if method == "auto-before":
-        from kren.saddle.driver import plan
-        method = "newton" if plan(problem)[0][0] == "newton" else "auto"
+        from kren.saddle.driver import NEWTON_FLOPS
+        method = "newton" if problem.hessian_cost()[0] <= NEWTON_FLOPS else "auto"
     sol = solve(problem, tol=tol, method=method)
     return sol.Q, sol.result
 

@@ -36,12 +36,44 @@ def set_blas_policy(threaded_min: int) -> None:
     SINGLE_THREAD_MAX = THREADED_MIN - 1
 
 
-def _busy_cores() -> float:
+def _loadavg() -> float:
     """1-minute load average (0 where unknown)."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return 0.0
+
+
+#: (wall, CPU) samples of this process, for its own share of the load average.
+_SAMPLES: list = []
+#: The window of the load average that :func:`_own_load` matches (seconds).
+LOAD_WINDOW = 60.0
+
+
+def _own_load(now: float | None = None, cpu: float | None = None) -> float:
+    """This process's CPU use (cores) over about the last minute: what it contributes to the
+    1-minute load average itself (its own pass threads keep it near 2 on two cores)."""
+    import time
+    now = time.monotonic() if now is None else now
+    cpu = time.process_time() if cpu is None else cpu
+    if not _SAMPLES or now - _SAMPLES[-1][0] >= 1.0:           # at most one sample a second
+        _SAMPLES.append((now, cpu))
+    while len(_SAMPLES) > 2 and now - _SAMPLES[1][0] >= LOAD_WINDOW:
+        _SAMPLES.pop(0)
+    t0, c0 = _SAMPLES[0]
+    if now - t0 < 1.0:
+        return 0.0
+    return max(0.0, (cpu - c0) / (now - t0))
+
+
+_own_load()                                   # the first sample: when kren.linalg was imported
+
+
+def _busy_cores() -> float:
+    """Cores held by other processes: the 1-minute load average less this process's own CPU
+    use over about the same minute (:func:`_own_load`; 0 where the load is unknown)."""
+    load = _loadavg()
+    return max(0.0, load - _own_load()) if load > 0 else 0.0
 
 
 def blas_threads(n: int) -> int | None:
@@ -50,20 +82,30 @@ def blas_threads(n: int) -> int | None:
     The policy (benchmarks/bench_scale.py --blas prints the figures):
     * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
       milliseconds and OpenBLAS's threads cost more than they save;
-    * from THREADED_MIN on, all the cores — unless the machine is already busy (1-minute load
-      average above cores − 0.5, i.e. other processes hold the other core): then one thread,
-      because a threaded factorization whose threads wait for a held core runs 2–20× slower
-      than a single-threaded one (measured on two cores at load 7–9: P = 1000 0.14 s against
-      2.9 s, P = 3000 2.6 s against 4.5 s for Cholesky + inverse). On an idle machine two
-      threads are expected to give 1.6–1.9× on the O(P³) work of large factorizations.
+    * from THREADED_MIN on, all the cores — unless other processes hold part of them
+      (:func:`machine_busy`: the 1-minute load average less this process's own CPU use over
+      that minute, above a quarter of the cores and at least half a core; kren's own pass
+      threads do not count): then one thread, because a threaded factorization whose threads
+      wait for a held core runs 2–20× slower than a single-threaded one (measured on two
+      cores at load 7–9: P = 1000 0.14 s against 2.9 s, P = 3000 2.6 s against 4.5 s for
+      Cholesky + inverse; in a P = 3000 fit beside another process holding ~1.4 cores,
+      Cholesky + inverse averaged 2.5 s an evaluation, mostly threaded, against 1.0–1.7 s on
+      one thread measured alongside). On an idle machine two threads are
+      expected to give 1.6–1.9× on the O(P³) work of large factorizations.
     Passes over kernel tensors are memory bound and spread over the cores by kren's own
     threads, each with one BLAS thread; the exact Hessian spreads its directions likewise.
     """
     if n < THREADED_MIN:
         return 1
+    return 1 if machine_busy() else None
+
+
+def machine_busy() -> bool:
+    """True when kren should not spread dense work over the cores: one core only, or other
+    processes hold more than max(0.5, cores/4) of them (:func:`_busy_cores`)."""
     from .kernels import _threads
     cores = _threads()
-    return 1 if cores <= 1 or _busy_cores() > cores - 0.5 else None
+    return cores <= 1 or _busy_cores() > max(0.5, cores / 4)
 
 
 def single_blas_thread():
@@ -268,7 +310,8 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     only n×n work: with W = A⁻¹V, M = VᵀW, ζ = Vᵀz, the blocks are Tr(Wᵀ D_p W E_q),
     (Wᵀ D_p z)ᵀ E_q ζ, Tr(M E_q M E_r) and (E_q ζ)ᵀ M (E_r ζ).
     Computed in the symmetric form (:func:`sym_hessian_terms`): T1 is the Gram matrix of the
-    symmetric L⁻¹D_pL⁻ᵀ, packed (lower triangle, off-diagonal entries ×√2), one SYRK.
+    symmetric L⁻¹D_pL⁻ᵀ (one LAPACK sygst each), packed (lower triangle, off-diagonal entries
+    ×√2), one SYRK.
     ``blocks`` may be a :class:`kren.tensors.BlockSource`.
     """
     if _is_source(blocks):
@@ -282,9 +325,6 @@ def pair_hessian_terms(blocks: np.ndarray, pairs: np.ndarray, cho, z: np.ndarray
     return sym_hessian_terms(get, pairs, cho, z, mu, V, float(sign))
 
 
-#: Bytes of the directions solved side by side in one triangular solve of the exact Hessian.
-HESSIAN_BATCH_BYTES = 16 * 2**20
-
 _HESSIAN_DTYPE = [np.dtype(np.float64)]
 
 
@@ -292,7 +332,7 @@ class hessian_precision:
     """Context manager: the P³ products of :func:`sym_hessian_terms` (L⁻¹D_aL⁻ᵀ) in ``dtype``.
 
     float64 by default (the generated ``hessian*`` are exact). The quasi-Newton stage
-    (kren.saddle.quasi) asks for float32 — 3× the speed of float64 trmm — because its Hessians
+    (kren.saddle.quasi) asks for float32 — 1.5–3× the speed of float64 — because its Hessians
     only choose directions: the gradient, the line search and the convergence test stay
     float64, and a Hessian accurate to ~1e-5 still gives Newton's convergence to any tol."""
 
@@ -308,90 +348,13 @@ class hessian_precision:
         return False
 
 
-def _packed_index(P: int):
-    """Lower-triangle indices of a P×P matrix and the weights (√2 off the diagonal) that make
-    ⟨packed(X), packed(Y)⟩ = Tr(XY) for symmetric X, Y."""
-    i, j = np.tril_indices(P)
-    w = np.where(i == j, 1.0, np.sqrt(2.0))
-    return i * P + j, w
-
-
-def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0):
-    """T1, T2 of :func:`pair_hessian_terms` with ``get(p)`` returning K̃_p (P×P float64).
-
-    With A = LLᵀ: T1[a, b] = ⟨S_a, S_b⟩, S_a = L⁻¹D_aL⁻ᵀ symmetric (L⁻¹ once by trtri, then two
-    triangular products per direction, BLAS trmm on batches of directions side by side — 1.4×
-    the speed of trsm at P = 300 — spread over the cores with one BLAS thread each), Gram
-    product of the packed S_a by one SYRK (half the flops of the full product, half again for
-    the symmetry); T2 = YᵀY with Y = L⁻¹[D_a z].
-    """
-    from scipy.linalg.blas import dsyrk, dtrmm, dtrsm, strmm
-    from scipy.linalg.lapack import dtrtri
-    low = _HESSIAN_DTYPE[-1] == np.float32
-    trmm = strmm if low else dtrmm
-    L = np.asfortranarray(cho[0]) if not cho[0].flags.f_contiguous else cho[0]
-    if not cho[1]:
-        raise ValueError("sym_hessian_terms needs the lower Cholesky factor (cho_factor)")
-    with blas_context(L.shape[0]):
-        Linv, info = dtrtri(L, lower=1)                          # L⁻¹ (lower), P³/3 flops
-    if info != 0:
-        raise NotPositiveDefiniteError(f"trtri failed with info={info}")
-    if low:
-        Linv = np.asfortranarray(Linv, dtype=np.float32)
-    pairs = np.asarray(pairs)
-    n_p, P = len(pairs), L.shape[0]
-    z = np.asarray(z, dtype=np.float64)
-    idx, w = _packed_index(P)
-    F = np.empty((n_p, idx.size))
-    U = np.empty((n_p, P))
-    Gv = None
-    if V is not None:
-        V = np.asarray(V, dtype=np.float64)
-        W = cho_solve(cho, V)                                    # A⁻¹V, (P, n)
-        Gv = np.empty((n_p, V.shape[1], V.shape[1]))
-    def batch(ps):
-        """Directions ps side by side: one trsm for L⁻¹[D_a …], one for L⁻¹[(L⁻¹D_a)ᵀ …]."""
-        k = len(ps)
-        Dcat = np.empty((P, k * P), order="F", dtype=np.float32 if low else np.float64)
-        for c, p in enumerate(ps):
-            D = get(p)
-            if mu is not None:
-                i, j = pairs[p]
-                M = np.outer(mu[i], mu[j])
-                D -= M + M.T if i != j else M
-            U[p] = D @ z
-            if V is not None:
-                Gv[p] = W.T @ (D @ W)
-            Dcat[:, c * P:(c + 1) * P] = D
-        X = trmm(1.0, Linv, Dcat, lower=1, overwrite_b=1)        # L⁻¹D_a (D_a symmetric)
-        for c in range(k):                                       # (L⁻¹D_a)ᵀ = D_a L⁻ᵀ
-            blk = X[:, c * P:(c + 1) * P]
-            blk[...] = blk.T.copy()
-        S = trmm(1.0, Linv, X, lower=1, overwrite_b=1)           # L⁻¹ D_a L⁻ᵀ
-        for c, p in enumerate(ps):
-            Sp = S[:, c * P:(c + 1) * P]                         # F-ordered view
-            np.multiply(Sp.T.reshape(-1)[idx], w, out=F[p])
-
-    # the directions are independent: batches of BATCH spread over the cores, one BLAS thread
-    # each (no spinning BLAS threads when another process holds a core)
-    from .kernels import _threads
-    size = max(1, min(n_p, HESSIAN_BATCH_BYTES // max(1, 8 * P * P)))
-    batches = [list(range(s, min(s + size, n_p))) for s in range(0, n_p, size)]
-    threads = min(_threads(), len(batches)) if P >= 64 else 1
-    with single_blas_thread():
-        if threads == 1:
-            for b in batches:
-                batch(b)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(batch, batches))
-    with blas_context(P):
-        T1 = dsyrk(1.0, F.T, trans=1)                            # F Fᵀ, upper triangle
-        Y = dtrsm(1.0, L, np.asfortranarray(U.T), lower=1)        # L⁻¹Uᵀ
-        T2 = Y.T @ Y
-    T1 = np.triu(T1) + np.triu(T1, 1).T
-    return assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V, W if V is not None else None, sign)
+def sym_hessian_terms(get, pairs, cho, z, mu=None, V=None, sign=1.0, owner=None):
+    """T1, T2 of :func:`pair_hessian_terms` with ``get(p)`` returning K̃_p (P×P float64), kept
+    between Hessians for a block source ``owner`` (:func:`kren.sym_hessian.cached_stack`): S_a = L⁻¹D_aL⁻ᵀ by one LAPACK sygst per direction, the
+    Gram matrix ⟨S_a, S_b⟩ of their packed lower triangles by SYRK, on every core
+    (:mod:`kren.sym_hessian`), in the precision of :class:`hessian_precision`."""
+    from .sym_hessian import sym_hessian_terms as terms
+    return terms(get, pairs, cho, z, mu, V, sign, owner=owner, dtype=_HESSIAN_DTYPE[-1])
 
 
 def assemble_hessian_terms(T1, T2, U, Gv, pairs, z, V=None, W=None, sign=1.0):

@@ -154,8 +154,9 @@ def test_newton_on_hessian_vector_products_agrees(digits):
 
 
 def test_auto_policy(digits, monkeypatch):
-    """Newton first when one exact Hessian is cheap (Anderson if it stops short); Anderson
-    (capped) then Newton when it is expensive but fits; Anderson then Hessian-free Newton when
+    """Newton first when one exact Hessian is cheap (Anderson if it stops short), after an
+    Anderson warm-up where it costs at least WARMUP_FLOPS (same Q as exact Newton to 1e-9);
+    Anderson (capped) then Newton when it is expensive but fits; Anderson then Hessian-free Newton when
     it does not fit in memory. A callback returning True stops the solve."""
     kt, _, _ = tensor(digits.X_train, "matrix", "erf", 4)
     problem = problem_for("matrix", kt, digits.y_train, 0.1, 20.0, 1.0, True)
@@ -167,6 +168,14 @@ def test_auto_policy(digits, monkeypatch):
     assert sol.result.converged and sol.result.method.startswith("anderson")
     with pytest.raises(ValueError, match="method"):
         plan(problem, "bfgs")
+    monkeypatch.setattr(saddle_driver, "NEWTON_FLOPS", 2.5e10)
+    monkeypatch.setattr(saddle_driver, "WARMUP_FLOPS", 1.0)      # the warm-up of a large CNN
+    assert plan(problem) == [("anderson", None, saddle_driver.ANDERSON_WARMUP),
+                             ("newton", True, None), ("anderson", None, None)]
+    warm = solve(problem, tol=1e-12)
+    exact = solve(problem, tol=1e-12, method="newton")
+    assert warm.result.converged and warm.result.method.startswith("anderson fixed point, then")
+    np.testing.assert_allclose(warm.Q, exact.Q, rtol=0, atol=1e-9)
     seen = []
     r = solve(problem, callback=lambda it, ev: seen.append(ev.rel) or len(seen) >= 2).result
     assert not r.converged and r.n_iter == 2 and "stopped by the callback" in r.message

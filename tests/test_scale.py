@@ -279,3 +279,41 @@ def test_memory_errors_advise_the_next_cheaper_storage():
     assert "dtype=np.float32" not in str(e.value)
     with pytest.raises(MemoryBudgetError, match="more memory"):
         plan_storage(arch, P, "streaming", "float64", memory_budget=1000)
+
+
+@pytest.mark.parametrize("act", ["erf", "relu"])
+def test_packed_build_by_column_chunks_is_the_same_storage(digits, act, monkeypatch):
+    """The packed build writes K̃_p = K_ij + K_ji from ordered blocks computed by column
+    chunks (BUILD_CHUNK_BYTES): chunks of one column or one chunk per tile, one thread or two,
+    give the same storage to float64 round-off (the 4-term patch products may be summed in
+    another order by another BLAS kernel: ~1 ulp, times ≤ 10 through the arcsin; 1e-14
+    relative), and the blocks are the stacked K_ij + K_ijᵀ (1e-12 relative)."""
+    from kren.tensors import packed
+    arch = _arch(act)
+    prep = arch.prepare(digits.X_train)
+    kt = arch.kernels(prep)
+    ref = PackedBlocks.build(prep, kt.pairs, threads=1)
+    monkeypatch.setattr(packed, "BUILD_CHUNK_BYTES", 1000)        # one column per chunk
+    small = PackedBlocks.build(prep, kt.pairs, threads=2)
+    np.testing.assert_allclose(small.data, ref.data, rtol=0, atol=1e-14 * np.abs(ref.data).max())
+    for p in (0, 7, len(kt.pairs) - 1):
+        i, j = kt.pairs[p]
+        K = np.asarray(kt.blocks[p])
+        want = K + K.T if i != j else K
+        np.testing.assert_allclose(small.symmetrized(p), want, rtol=0,
+                                   atol=1e-12 * np.abs(want).max())
+
+
+def test_lower_weights_by_row_blocks():
+    """lower_weights(B) (row blocks, no P×P temporaries) is 2·tril(B, −1) + diag(B) exactly
+    (a doubling and copies: no round-off), across block edges (P = 600 > 256) and for tiles."""
+    from kren.tensors.source import lower_weights, lower_weights_rows
+    rng = np.random.default_rng(4)
+    for P in (7, 600):
+        B = rng.normal(size=(P, P))
+        B = B + B.T
+        want = 2.0 * np.tril(B, -1) + np.diag(np.diag(B))
+        assert np.array_equal(lower_weights(B), want)
+        out = np.full((P - 3, P), np.nan)
+        lower_weights_rows(B, 3, P, out)
+        assert np.array_equal(out, want[3:P, :P])

@@ -16,10 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .mixed import combine_rows, contract_rows
-from .source import BlockSource, lower_weights
+from .source import BlockSource, lower_weights_rows
 from .tiles import TileMaker, row_tiles, torch_single_thread
 
 __all__ = ["PackedBlocks", "packed_nbytes", "tile_rows"]
+
+
+#: Bytes of the ordered blocks a build worker holds at a time (one column chunk of a tile).
+BUILD_CHUNK_BYTES = 16 * 2**20
 
 
 def tile_rows(P: int) -> int:
@@ -84,21 +88,37 @@ class PackedBlocks(BlockSource):
         maker = TileMaker(prep, dtype)
         tiles, L = _layout(P, tile_rows(P))
         data = np.empty((len(pairs), L), dtype=maker.dtype)
-        index = {(int(i), int(j)): p for p, (i, j) in enumerate(pairs)}
         part = partners(pairs, n)
 
+        n_ord = sum(len(js) for js in part)
+        slot = [{int(j): k for k, j in enumerate(js)} for js in part]
+        itemsize = np.dtype(maker.dtype).itemsize
+
         def work(tile):
+            # every ordered block K_ij of the tile's rows, by column chunks of at most
+            # BUILD_CHUNK_BYTES, then each K̃_p = K_ij + K_ji written once (no zeroing, no +=)
             r0, r1, off = tile
-            size = (r1 - r0) * r1
-            data[:, off:off + size] = 0
-            for i in range(n):
-                js = part[i]
-                if not len(js):
-                    continue
-                buf = maker.ordered(i, js, r0, r1, r1)
-                for k, j in enumerate(js):
-                    p = index[(min(i, int(j)), max(i, int(j)))]
-                    data[p, off:off + size] += buf[k].reshape(-1)
+            r = r1 - r0
+            dst = data[:, off:off + r * r1].reshape(len(pairs), r, r1)
+            cw = int(max(1, min(r1, BUILD_CHUNK_BYTES // max(1, n_ord * r * itemsize))))
+            flat = np.empty(n_ord * r * cw, dtype=maker.dtype)
+            for c0 in range(0, r1, cw):
+                c1 = min(c0 + cw, r1)
+                w = c1 - c0
+                bufs, at = [], 0
+                for i in range(n):
+                    k = len(part[i])
+                    b = flat[at:at + k * r * w].reshape(k, r, w)
+                    at += k * r * w
+                    if k:
+                        maker.ordered(i, part[i], r0, r1, c1, out=b, c0=c0)
+                    bufs.append(b)
+                for p, (i, j) in enumerate(pairs.tolist()):
+                    a = bufs[i][slot[i][j]]
+                    if i == j:
+                        dst[p, :, c0:c1] = a
+                    else:
+                        np.add(a, bufs[j][slot[j][i]], out=dst[p, :, c0:c1])
 
         threads = threads or _threads()
         with single_blas_thread(), torch_single_thread():
@@ -129,10 +149,10 @@ class PackedBlocks(BlockSource):
 
     def contract(self, B) -> np.ndarray:
         """G_ij = ⟨K_ij, B⟩ for symmetric B, (n, n) float64."""
-        Bw = lower_weights(B)
+        B = np.asarray(B, dtype=np.float64)
         b = np.empty(self.data.shape[1])
-        for r0, r1, off in self.tiles:
-            b[off:off + (r1 - r0) * r1].reshape(r1 - r0, r1)[...] = Bw[r0:r1, :r1]
+        for r0, r1, off in self.tiles:                   # lower_weights(B), tile by tile
+            lower_weights_rows(B, r0, r1, b[off:off + (r1 - r0) * r1].reshape(r1 - r0, r1))
         return self._gram_to_G(contract_rows(self.data, b))
 
     def symmetrized(self, p: int) -> np.ndarray:

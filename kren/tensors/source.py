@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BlockSource", "is_source", "lower_weights"]
+__all__ = ["BlockSource", "is_source", "lower_weights", "lower_weights_rows"]
 
 
 def is_source(blocks) -> bool:
@@ -28,12 +28,29 @@ def is_source(blocks) -> bool:
 
 def lower_weights(B: np.ndarray) -> np.ndarray:
     """B weighted for a sum over the lower triangle: 2 B[μ, ν] (μ > ν), B[μ, μ], 0 (μ < ν), so
-    that Σ_{lower} w·(K_ij + K_ji) = 2⟨K_ij, B⟩ for symmetric B (float64, (P, P))."""
-    Bw = np.tril(np.asarray(B, dtype=np.float64), -1)
-    Bw *= 2.0
-    d = np.arange(Bw.shape[0])
-    Bw[d, d] = np.diagonal(B)
+    that Σ_{lower} w·(K_ij + K_ji) = 2⟨K_ij, B⟩ for symmetric B (float64, (P, P)); written by
+    row blocks (:func:`lower_weights_rows`), no P×P temporaries."""
+    B = np.asarray(B, dtype=np.float64)
+    P = B.shape[0]
+    Bw = np.empty((P, P))
+    for s in range(0, P, 256):
+        e = min(s + 256, P)
+        lower_weights_rows(B, s, e, Bw[s:e, :e])
+        Bw[s:e, e:] = 0.0
     return Bw
+
+
+def lower_weights_rows(B: np.ndarray, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+    """Rows r0:r1, columns 0:r1 of :func:`lower_weights` (B) in ``out`` ((r1 − r0, r1), any
+    strides): 2B left of the diagonal square, its lower triangle ×2 with B's diagonal, 0 above."""
+    np.multiply(B[r0:r1, :r0], 2.0, out=out[:, :r0])
+    sq = B[r0:r1, r0:r1]
+    d = np.tril(sq, -1)
+    d *= 2.0
+    k = np.arange(r1 - r0)
+    d[k, k] = sq[k, k]
+    out[:, r0:r1] = d
+    return out
 
 
 class BlockSource:
@@ -76,10 +93,11 @@ class BlockSource:
         raise NotImplementedError
 
     def hessian_terms(self, pairs, cho, z, mu=None, V=None, sign=1.0):
-        """T1, T2 of :func:`kren.linalg.pair_hessian_terms` over K̃_p = :meth:`symmetrized`."""
+        """T1, T2 of :func:`kren.linalg.pair_hessian_terms` over K̃_p = :meth:`symmetrized`
+        (unpacked or recomputed once and kept between Hessians, :func:`kren.sym_hessian.cached_stack`)."""
         from ..linalg import sym_hessian_terms
         self.check_pairs(pairs)
-        return sym_hessian_terms(self.symmetrized, self.pairs, cho, z, mu, V, sign)
+        return sym_hessian_terms(self.symmetrized, self.pairs, cho, z, mu, V, sign, owner=self)
 
     # ------------------------------------------------------------------ shared helpers
     def _weights(self, W) -> np.ndarray:

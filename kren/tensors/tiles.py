@@ -113,20 +113,21 @@ class TileMaker:
         return 2.0 / math.pi if self.fast else 1.0
 
     def ordered(self, i: int, js, r0: int, r1: int, c1: int, out: np.ndarray | None = None,
-                raw: bool = False) -> np.ndarray:
-        """K_ij[r0:r1, 0:c1] for every j of ``js``, shape (len(js), r1 − r0, c1), in ``out`` when
-        given (contiguous, of that shape and the maker's dtype). ``raw=True``: K/:attr:`factor`
-        (a linear pass can apply the constant to its few coefficients instead of every entry)."""
+                raw: bool = False, c0: int = 0) -> np.ndarray:
+        """K_ij[r0:r1, c0:c1] for every j of ``js``, shape (len(js), r1 − r0, c1 − c0), in
+        ``out`` when given (contiguous, of that shape and the maker's dtype). ``raw=True``:
+        K/:attr:`factor` (a linear pass can apply the constant to its few coefficients instead
+        of every entry)."""
         js = np.asarray(js, dtype=np.intp)
         r = r1 - r0
-        shape = (len(js), r, c1)
+        shape = (len(js), r, c1 - c0)
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
         Zi = self.Z[i, r0:r1]                                           # (r, M)
         if len(js) == self.n and np.array_equal(js, np.arange(self.n)):
-            Zj = self.Z[:, :c1]                                          # a view, (n, c1, M)
+            Zj = self.Z[:, c0:c1]                                        # a view, (n, c, M)
         else:
-            Zj = self.Z[js, :c1]
+            Zj = self.Z[js, c0:c1]
         np.matmul(Zi[None], Zj.transpose(0, 2, 1), out=out)
         if self.fast:
             arcsin_inplace(out, self.use_torch)
@@ -137,7 +138,7 @@ class TileMaker:
             out *= self.scale
         vi = self.var[i, r0:r1]
         for k, j in enumerate(js):
-            self.act.kernel_inplace(out[k], vi, self.var[j, :c1])
+            self.act.kernel_inplace(out[k], vi, self.var[j, c0:c1])
         return out
 
     def symmetrized(self, i: int, j: int) -> np.ndarray:
