@@ -5,8 +5,10 @@ with ``float32_stage``).
 The stage runs the Anderson fixed-point iteration (:mod:`kren.saddle.anderson`) on float32
 evaluations (Cholesky factor, inverse and contractions of A in float32: about a third of the
 float64 cost on AVX2 hardware) until the relative gradient reaches FLOAT32_TOL (or the caller's
-tol, if larger), or stops falling for FLOAT32_PATIENCE iterations (the float32 round-off floor
-ε₃₂·κ(A)). It hands back the best point; the driver re-evaluates it in float64 and continues
+tol, if larger), or stops falling: below FLOAT32_FLOOR_ZONE, when the best of the last
+FLOAT32_WINDOW iterations is not half the best before them (the float32 round-off floor
+ε₃₂·κ(A), 1e-6 on 10-class digits at DP = 5000, is reached); anywhere, after FLOAT32_PATIENCE
+iterations without a new best. It hands back the best point; the driver re-evaluates it in float64 and continues
 there, so the solution and its convergence test are float64's: the stage only changes the path.
 """
 from __future__ import annotations
@@ -14,13 +16,19 @@ from __future__ import annotations
 from ..linalg import NotPositiveDefiniteError
 from .anderson import anderson
 
-__all__ = ["float32_stage", "FLOAT32_TOL", "FLOAT32_PATIENCE"]
+__all__ = ["float32_stage", "FLOAT32_TOL", "FLOAT32_PATIENCE", "FLOAT32_FLOOR_ZONE",
+           "FLOAT32_WINDOW"]
 
 #: Relative gradient at which the float32 stage hands over to float64 (measured float32 floors
-#: on 10-class digits: 3e-7 at DP = 1500; the float64 stage then needs a few iterations).
-FLOAT32_TOL = 1e-6
+#: on 10-class digits: 3e-7 at DP = 1500, 1e-6 at DP = 5000; the float64 stage then needs
+#: 6–8 iterations).
+FLOAT32_TOL = 2e-6
+#: Below this relative gradient a float32 stage that stopped halving it stops (the floor).
+FLOAT32_FLOOR_ZONE = 1e-4
+#: Iterations over which the relative gradient must halve below FLOAT32_FLOOR_ZONE.
+FLOAT32_WINDOW = 4
 #: Iterations without a new best relative gradient after which the float32 stage stops.
-FLOAT32_PATIENCE = 4
+FLOAT32_PATIENCE = 8
 
 
 def float32_stage(problem, x0, merit, *, tol: float, max_iter: int, callback=None):
@@ -36,15 +44,22 @@ def float32_stage(problem, x0, merit, *, tol: float, max_iter: int, callback=Non
             return None, False
         if not ev.finite:
             return None, False
-        state = {"best": ev.rel, "since": 0, "user": False}
+        state = {"best": ev.rel, "since": 0, "user": False, "rel": [float(ev.rel)]}
+
+        def floor_reached(h):
+            w = FLOAT32_WINDOW
+            return (len(h) > w and h[-1] < FLOAT32_FLOOR_ZONE
+                    and min(h[-w:]) > 0.5 * min(h[:-w]))
 
         def stop(it, e):
             if e.rel < state["best"]:
                 state["best"], state["since"] = e.rel, 0
             else:
                 state["since"] += 1
+            state["rel"].append(float(e.rel))
             state["user"] = callback is not None and callback(it, e) is True
-            return True if state["user"] or state["since"] >= FLOAT32_PATIENCE else None
+            return True if (state["user"] or state["since"] >= FLOAT32_PATIENCE
+                            or floor_reached(state["rel"])) else None
 
         out = anderson(problem, ev, merit, tol=max(tol, FLOAT32_TOL), max_iter=max_iter,
                        callback=stop)
