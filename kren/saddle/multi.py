@@ -78,9 +78,14 @@ class MultiMatrixProblem(SymmetricStart):
         self.n_eval = 0
         DP = self.D * blocks.shape[1]
         #: whether kren.saddle.driver.solve runs a float32 Anderson stage first (None: DP ≥
-        #: FLOAT32_MIN, zero-mean units; the stage needs the fixed-point map of Q alone)
-        self.float32_stage = (bool(float32_stage) if float32_stage is not None
-                              else (DP >= FLOAT32_MIN and self.zero_mean))
+        #: FLOAT32_MIN for zero-mean units, the case measured, when the float32 copy of the
+        #: blocks fits in a quarter of the memory budget)
+        if float32_stage is None:
+            from ..kernels import get_memory_budget
+            copy = 0 if blocks.dtype == np.float32 else blocks.size * 4
+            float32_stage = (DP >= FLOAT32_MIN and self.zero_mean
+                             and copy <= get_memory_budget() // 4)
+        self.float32_stage = bool(float32_stage)
         self.precision = np.float64
         self._blocks32 = None
 
