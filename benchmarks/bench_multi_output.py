@@ -7,7 +7,8 @@
    kernel from tests/nngp_reference.py), with the independent gradient at kren's Q.
 2. CNN, 2×2 mask, stride 2 (n = 16 patches), D = 10, N = 50: Q of size 160×160 on the
    (DP)×(DP) = 5000×5000 matrix A; wall time of ``CNN.fit`` (kernel tensor included) and of the
-   solve alone (tensor precomputed), medians over ``--repeats``.
+   solve alone (tensor precomputed), medians over ``--repeats``; iterations and evaluations of
+   the fit (a float32 Anderson stage, then float64: kren.saddle.float32_stage).
 
 On a shared machine the wall times depend on the load (printed with the load average); the
 process CPU time of the CNN fit (all threads) is printed beside it.
@@ -100,7 +101,8 @@ def bench_cnn(a, ds):
           f"fit {fit_t:.1f} s, solve alone {solve_t:.1f} s (medians of {a.repeats}; goal fit "
           f"< 60 s on two cores: {'PASS' if fit_t < 60 else 'FAIL'}; process CPU time of the fit "
           f"{statistics.median(cpu):.1f} s), converged = "
-          f"{cnn.result_.converged}, iterations = {cnn.result_.n_iter}, method = "
+          f"{cnn.result_.converged}, iterations = {cnn.result_.n_iter}, evaluations = "
+          f"{cnn.result_.n_eval}, method = "
           f"{cnn.result_.method}; same Q twice: max diff {np.max(np.abs(np.reshape(sol.Q, cnn.Q_.shape) - cnn.Q_)):.1e}")
     print(f"    test error (D-averaged) = {cnn.test_error(ds.X_test, ds.y_test).total:.4f}, "
           f"accuracy = {np.mean(np.argmax(cnn.predict(ds.X_test), 1) == np.argmax(ds.y_test, 1)):.3f}")

@@ -148,10 +148,20 @@ def cho_factor(A: np.ndarray, what: str = "matrix"):
 
 
 def cho_solve(cho, b: np.ndarray) -> np.ndarray:
-    """A⁻¹ b from a Cholesky factor of A."""
+    """A⁻¹ b from a Cholesky factor of A (a float32 factor: solved in float32, returned as
+    float64)."""
     if _on_device(cho[0]):
         return cho[0].cho_solve(b)
-    with blas_context(cho[0].shape[0]):
+    c, lower = cho
+    if c.dtype == np.float32:
+        # a float32 working-precision factor (kren.multi_linalg.float32_work): solve in float32
+        # (scipy would copy the factor to float64 first), return float64
+        with blas_context(c.shape[0]):
+            x, info = _lapack.spotrs(c, np.asarray(b, dtype=np.float32), lower=lower)
+        if info != 0:
+            raise ValueError(f"spotrs failed with info={info}")
+        return x.astype(np.float64)
+    with blas_context(c.shape[0]):
         return _cho_solve(cho, b, check_finite=False)
 
 

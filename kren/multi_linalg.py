@@ -21,15 +21,42 @@ Tr(B · multi_pair_combine(W)) = Tr(multi_pair_contract(B) · W).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from .linalg import NotPositiveDefiniteError, pair_hessian_terms, single_blas_thread
 
-__all__ = ["multi_pair_contract_inverse", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
+__all__ = ["multi_pair_contract_inverse", "inverse_blocks", "float32_work", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
            "multi_full_combine", "multi_diag_combine", "multi_point_blocks",
            "multi_diag_point_blocks", "lift_means", "lifted_sandwich", "lifted_point_sandwich",
            "lifted_tensor", "multi_pair_hessian_terms", "point_block_gram", "eigh_pd",
            "kron_eig_hessian_terms", "stack", "unstack", "multi_tensor", "output_count"]
+
+
+_WORK = threading.local()
+#: Rows per slab of the blockwise transposes (a 128-row slab of a P = 500 float64 block is
+#: 0.5 MB: it stays in cache while its transpose is written).
+_TILE = 128
+
+
+@contextlib.contextmanager
+def float32_work():
+    """Inside this context :func:`multi_pair_combine` of float32 blocks returns float32, so that
+    A = T𝟙 + K_R is factorized, inverted and contracted in float32 (the working precision of the
+    float32 stage of :class:`kren.saddle.multi.MultiMatrixProblem`). Outside it the arithmetic
+    is float64 whatever the blocks' storage (kren.tensors.storage)."""
+    old = getattr(_WORK, "f32", False)
+    _WORK.f32 = True
+    try:
+        yield
+    finally:
+        _WORK.f32 = old
+
+
+def _work_dtype(storage):
+    return np.float32 if storage == np.float32 and getattr(_WORK, "f32", False) else np.float64
 
 
 def output_count(D) -> int:
@@ -102,8 +129,11 @@ def multi_pair_combine(W, blocks, pairs, D) -> np.ndarray:
     """(DP)×(DP) matrix with blocks (d, e) = Σ_ij W_{(i,d),(j,e)} K_ij (module docstring).
 
     With the stored pairs (i ≤ j) and S_{de} = Σ_p c_p[d, e] K_p, c_p[d, e] = W_{(i,d),(j,e)}
-    (halved for i = j), the result is S + Sᵀ in the (d, μ) stacking: one GEMM per output d of the
-    (D × n_pairs) coefficients against the stored blocks; no Kronecker product is formed.
+    (halved for i = j), block (d, e) of the result is S_{de} + S_{ed}ᵀ: one GEMM of the
+    (D² × n_pairs) coefficients against the stored blocks (one pass over the tensor, BLAS
+    threads as the caller's context sets them), then D² block additions into the (d, μ)
+    stacking; no Kronecker product is formed. float64 unless :func:`float32_work` is active and
+    the blocks are float32 (then float32: the working precision of a float32 solver stage).
     """
     D = output_count(D)
     blocks = np.asarray(blocks)
@@ -113,15 +143,15 @@ def multi_pair_combine(W, blocks, pairs, D) -> np.ndarray:
     W = _check_sym(W, "W", n * D)
     C = _coefs(W, pairs, n, D).astype(blocks.dtype, copy=True)
     C[pairs[:, 0] == pairs[:, 1]] *= 0.5
-    flat = blocks.reshape(n_p, P * P)
-    S = np.empty((D, P, D, P))
-    with single_blas_thread():          # one pass over the blocks: memory bound
-        for d in range(D):
-            Sd = (C[:, d, :].T @ flat).reshape(D, P, P)         # S_{de}, e = 0..D−1
-            S[d] = Sd.transpose(1, 0, 2)
-    S = S.reshape(D * P, D * P)
-    S += S.T.copy()
-    return S
+    S = (C.reshape(n_p, D * D).T @ blocks.reshape(n_p, P * P)).reshape(D, D, P, P)
+    out = np.empty((D, P, D, P), dtype=_work_dtype(blocks.dtype))
+    R = _TILE
+    for d in range(D):
+        for e in range(D):
+            a, b = S[d, e], S[e, d]
+            for r in range(0, P, R):                 # S_de + S_edᵀ by row slabs (cache)
+                np.add(a[r:r + R], b[:, r:r + R].T, out=out[d, r:r + R, e, :])
+    return out.reshape(D * P, D * P)
 
 
 def multi_pair_contract(blocks, B, pairs, D) -> np.ndarray:
@@ -151,9 +181,12 @@ def multi_pair_contract(blocks, B, pairs, D) -> np.ndarray:
 def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
     """:func:`multi_pair_contract` of B = A⁻¹ − zzᵀ from the Cholesky factor of A, without
     forming B: ⟨K_ij, (A⁻¹)_{de}⟩ from the lower triangle that LAPACK's potri returns (the
-    blocks d ≥ e, with ⟨K_ij, (A⁻¹)_{ed}⟩ = ⟨K_ij, (A⁻¹)_{de}ᵀ⟩), minus z_dᵀ K_ij z_e from
-    one product of the blocks with the D columns of z. Equal to multi_pair_contract(blocks,
-    A⁻¹ − zzᵀ, pairs, D) up to round-off, with one (DP)² copy instead of four."""
+    blocks d > e, (A⁻¹)_{ed} = (A⁻¹)_{de}ᵀ, and the lower triangles of the diagonal blocks),
+    gathered once into the (d, e, μ, ν) order (:func:`inverse_blocks`) so that one GEMM against
+    the stored blocks gives every ⟨K_p, (A⁻¹)_{de}⟩; minus z_dᵀ K_ij z_e from one product of the
+    blocks with the D columns of z. Equal to multi_pair_contract(blocks, A⁻¹ − zzᵀ, pairs, D)
+    up to round-off. A float32 factor (a :func:`float32_work` stage) is inverted and contracted
+    in float32; G is returned in float64."""
     from scipy.linalg import lapack
     D = output_count(D)
     blocks = np.asarray(blocks)
@@ -168,30 +201,44 @@ def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
     if not lower:
         L = L.T
     n = int(np.max(pairs)) + 1 if n_p else 1
-    flat = blocks.reshape(n_p, P * P)
+    M = inverse_blocks(L, D).astype(blocks.dtype, copy=False)
+    del L
+    g = (blocks.reshape(n_p, P * P) @ M.reshape(D * D, P * P).T).astype(np.float64)
+    del M
+    g = g.reshape(n_p, D, D)
     Z = np.asarray(z, dtype=float).reshape(D, P)                 # z_d as rows
-    g = np.empty((n_p, D, D))
-    with single_blas_thread():
-        for d in range(D):
-            rows = L[d * P:(d + 1) * P]
-            cols = []
-            for e in range(D):
-                if e < d:
-                    blk = rows[:, e * P:(e + 1) * P]             # (A⁻¹)_de, valid
-                elif e == d:
-                    t = np.tril(rows[:, e * P:(e + 1) * P])
-                    blk = t + np.tril(t, -1).T                   # the symmetric diagonal block
-                else:
-                    blk = L[e * P:(e + 1) * P, d * P:(d + 1) * P].T   # (A⁻¹)_de = (A⁻¹)_edᵀ
-                cols.append(np.ascontiguousarray(blk).reshape(-1))
-            g[:, d, :] = flat @ np.stack(cols, axis=1).astype(blocks.dtype, copy=False)
-        KZ = np.matmul(blocks, Z.T.astype(blocks.dtype, copy=False))    # (n_p, P, D): K_p z_e
-        g -= np.einsum("dm,pme->pde", Z, KZ)
+    KZ = np.matmul(blocks, Z.T.astype(blocks.dtype, copy=False))    # (n_p, P, D): K_p z_e
+    g -= np.einsum("dm,pme->pde", Z, KZ)
     G = np.zeros((n, D, n, D))
     i, j = pairs[:, 0], pairs[:, 1]
     G[i, :, j, :] = g
     G[j, :, i, :] = g.transpose(0, 2, 1)
     return G.reshape(n * D, n * D)
+
+
+def inverse_blocks(L, D) -> np.ndarray:
+    """The P×P blocks (d, e) of a symmetric (DP)×(DP) matrix of which only the lower triangle
+    of ``L`` is valid (LAPACK's potri output), as a contiguous (D, D, P, P) array:
+    out[d, e] = L_{de} for d > e, L_{ed}ᵀ for d < e, and the symmetrized lower triangle of
+    L_{dd} on the diagonal."""
+    D = output_count(D)
+    P = L.shape[0] // D
+    out = np.empty((D, D, P, P), dtype=L.dtype)
+    R = _TILE
+    for d in range(D):
+        rows = L[d * P:(d + 1) * P]
+        for e in range(d + 1):
+            blk = rows[:, e * P:(e + 1) * P]
+            out[d, e] = blk
+            if e < d:
+                for r in range(0, P, R):             # transposed copy by row slabs (cache)
+                    out[e, d][:, r:r + R] = blk[r:r + R].T
+        t = out[d, d]
+        for r in range(0, P, R):                     # upper triangle from the lower one
+            t[r:r + R, r + R:] = t[r + R:, r:r + R].T
+            c = np.tril(t[r:r + R, r:r + R])
+            t[r:r + R, r:r + R] = c + np.tril(c, -1).T
+    return out
 
 
 def shifted(K, T) -> np.ndarray:

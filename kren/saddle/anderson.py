@@ -28,13 +28,19 @@ NONMONOTONE = 10
 
 
 def anderson(problem, ev, merit, *, tol: float, max_iter: int, callback=None,
-             window: int = WINDOW, memory: int = MEMORY) -> Outcome:
-    """Anderson iterations from ``ev``."""
+             window: int = WINDOW, memory: int = MEMORY, history=None) -> Outcome:
+    """Anderson iterations from ``ev``.
+
+    ``history``: differences (dX, dF) of an earlier stage on the same fixed-point map (lists,
+    oldest first) to mix from the first iteration on (they are forgotten like any other if that
+    mixture is rejected). The outcome's ``anderson_history`` holds the differences at the end.
+    """
     mon = Monitor(tol, window, merit, ev)
     if ev.rel <= tol:
         return Outcome("converged", ev, mon, 0)
     x = ev.x
-    dX, dF = [], []
+    dX, dF = ([], []) if history is None else (list(history[0])[-memory:],
+                                               list(history[1])[-memory:])
     x_prev = f_prev = None
     recent = deque([merit.value(ev)], maxlen=NONMONOTONE)
     for it in range(1, max_iter + 1):
@@ -63,8 +69,8 @@ def anderson(problem, ev, merit, *, tol: float, max_iter: int, callback=None,
             ls = line_search(problem, x, f,
                              lambda new, t, ev=ev: merit.accepts(ref, ev, new, t, slope))
         if not ls.ok:
-            return Outcome("line_search", ev, mon, it - 1, direction="fixed-point",
-                           search=ls.describe())
+            return _with(Outcome("line_search", ev, mon, it - 1, direction="fixed-point",
+                                 search=ls.describe()), dX, dF)
         x_prev, f_prev = x, f
         x, ev = ls.ev.x, ls.ev
         recent.append(merit.value(ev))
@@ -72,5 +78,10 @@ def anderson(problem, ev, merit, *, tol: float, max_iter: int, callback=None,
         if callback is not None and callback(it, ev) is True and verdict is None:
             verdict = "stopped"
         if verdict:
-            return Outcome(verdict, ev, mon, it)
-    return Outcome("max_iter", ev, mon, max_iter)
+            return _with(Outcome(verdict, ev, mon, it), dX, dF)
+    return _with(Outcome("max_iter", ev, mon, max_iter), dX, dF)
+
+
+def _with(out: Outcome, dX, dF) -> Outcome:
+    out.anderson_history = (list(dX), list(dF))
+    return out

@@ -22,6 +22,12 @@ problem spends its time in evaluations rather than in Hessians.
 ones, unless the last one stopped at the precision floor (kren.saddle.report.precision_limited);
 ``callback(it, ev)`` returning True stops the solve (a progress display or time budget).
 
+A problem with ``float32_stage`` set (large D-output problems, kren.saddle.multi) runs, under
+"auto" and "anderson", a first Anderson stage on float32 evaluations
+(:mod:`kren.saddle.float32_stage`); the stages above then start from its best point, evaluated
+in float64 (the first Anderson stage mixing the float32 stage's differences from its first
+step), so convergence is always decided on float64 evaluations.
+
 Convergence: relative gradient ≤ tol (scales in :mod:`kren.saddle.problem`). A solve that does
 not converge says so in ``Solution.result`` and hands back the best point it found.
 """
@@ -32,6 +38,7 @@ import time
 
 from ..linalg import NotPositiveDefiniteError
 from .anderson import anderson
+from .float32_stage import float32_stage
 from .merit import merit_for
 from .monitor import Monitor, Outcome
 from .newton import newton
@@ -121,18 +128,31 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
     t0 = time.perf_counter()
     evals0 = problem.n_eval
     x0 = problem.start(Q0, Qbar0)
+    merit = merit_for(problem)
+    pre, user_stopped = None, False
+    if getattr(problem, "float32_stage", False) and method in ("auto", "anderson"):
+        pre, user_stopped = float32_stage(problem, x0, merit, tol=tol, max_iter=max_iter,
+                                          callback=callback)
     try:
-        ev = problem.evaluate(x0)
+        ev = problem.evaluate(x0 if pre is None else pre.best.x)
     except NotPositiveDefiniteError as exc:
         raise NotPositiveDefiniteError(
             f"{exc} at the starting point; raise T (T = {problem.T:g}) or start from another "
             f"Q0") from None
-    merit = merit_for(problem)
     history, names, n_iter = [float(ev.rel)], [], 0
+    if pre is not None:
+        history = pre.history + [float(ev.rel)]
+        names.append("anderson fixed point in float32")
+        n_iter = pre.n_iter
     best = ev
     out = None
+    # the float32 stage's Anderson differences seed the first float64 Anderson stage (the
+    # same fixed-point map; without them its first step is a plain, unmixed one)
+    carry = getattr(pre, "anderson_history", None)
     if not ev.finite:
         out = Outcome("nonfinite", ev, Monitor(tol, 1, merit, ev), 0)
+    elif user_stopped:
+        out = Outcome("stopped", ev, Monitor(tol, 1, merit, ev), 0)
     for kind, exact, cap in ([] if out else stages):
         left = max_iter - n_iter
         if left <= 0:
@@ -150,7 +170,9 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
             out = newton(problem, ev, merit, tol=tol, max_iter=budget, exact=exact,
                          callback=relay)
         else:
-            out = anderson(problem, ev, merit, tol=tol, max_iter=budget, callback=relay)
+            out = anderson(problem, ev, merit, tol=tol, max_iter=budget, callback=relay,
+                           history=carry)
+            carry = None
         names.append(_LABEL[(kind, exact)])
         history += out.history[1:]
         n_iter += out.n_iter

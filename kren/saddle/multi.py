@@ -9,17 +9,28 @@ with a mean. Everything physical is a generated function of :mod:`kren.generated
 (``action_gradient*``, ``fixed_point*``, ``hessian*``, ``eliminated_Qbar``); the LCN's gradient
 is the block-diagonal part of the generated (nD)×(nD) gradient (its coordinates are those
 entries), and the fixed-point maps are fed that part.
+
+Working precision: a problem whose (DP)×(DP) matrix A is large (DP ≥ FLOAT32_MIN) can be
+evaluated in float32 (:meth:`MultiMatrixProblem.working_precision`, the same generated functions
+on a float32 copy of the blocks inside :func:`kren.multi_linalg.float32_work`): the Cholesky
+factor, inverse and contractions of A then cost about a third of float64's. The driver uses it
+for a first Anderson stage only (kren.saddle.float32_stage); every converged result is a float64
+evaluation.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..linalg import NotPositiveDefiniteError, blas_context
-from ..multi_linalg import output_pairs, stack
+from ..multi_linalg import float32_work, output_pairs, stack
 from .problem import Evaluation
 from .symmetric_start import SymmetricStart
 
-__all__ = ["MultiMatrixProblem"]
+__all__ = ["MultiMatrixProblem", "FLOAT32_MIN"]
+
+#: Side DP of A from which the driver runs a float32 Anderson stage first (below it the
+#: factorization of A is cheap and float64 throughout costs little).
+FLOAT32_MIN = 2000
 
 
 class MultiMatrixProblem(SymmetricStart):
@@ -29,7 +40,8 @@ class MultiMatrixProblem(SymmetricStart):
     every patch pair i ≤ j; the LCN uses the blocks K_ii (a tensor holding more is reduced).
     """
 
-    def __init__(self, tensor, Y, T, N, lambda1, zero_mean: bool, block_diagonal: bool):
+    def __init__(self, tensor, Y, T, N, lambda1, zero_mean: bool, block_diagonal: bool,
+                 float32_stage: bool | None = None):
         from ..generated import multi
         n = int(tensor.n)
         blocks, pairs = np.asarray(tensor.blocks), np.asarray(tensor.pairs)
@@ -64,6 +76,18 @@ class MultiMatrixProblem(SymmetricStart):
         self.dim = self.k if zero_mean else 2 * self.k
         self._offdiag = self.iu[0] != self.iu[1]
         self.n_eval = 0
+        DP = self.D * blocks.shape[1]
+        #: whether kren.saddle.driver.solve runs a float32 Anderson stage first (None: DP ≥
+        #: FLOAT32_MIN for zero-mean units, the case measured, when the float32 copy of the
+        #: blocks fits in a quarter of the memory budget)
+        if float32_stage is None:
+            from ..kernels import get_memory_budget
+            copy = 0 if blocks.dtype == np.float32 else blocks.size * 4
+            float32_stage = (DP >= FLOAT32_MIN and self.zero_mean
+                             and copy <= get_memory_budget() // 4)
+        self.float32_stage = bool(float32_stage)
+        self.precision = np.float64
+        self._blocks32 = None
 
     # ------------------------------------------------------------------ coordinates
     def _sym(self, v) -> np.ndarray:
@@ -110,18 +134,44 @@ class MultiMatrixProblem(SymmetricStart):
         return g
 
     # ------------------------------------------------------------------ evaluation
+    def working_precision(self, dtype):
+        """Context manager: evaluations inside it run A's factorization, inverse and the passes
+        over the blocks in ``dtype`` (np.float32 or np.float64; module docstring). Their
+        ``Evaluation.extra["precision"]`` records it."""
+        import contextlib
+        dtype = np.dtype(dtype).type
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"working precision must be float32 or float64, got {dtype}")
+
+        @contextlib.contextmanager
+        def ctx():
+            old = self.precision
+            self.precision = dtype
+            try:
+                yield self
+            finally:
+                self.precision = old
+        return ctx()
+
     def evaluate(self, x) -> Evaluation:
         with self._blas():
+            if self.precision == np.float32:
+                if self._blocks32 is None:
+                    self._blocks32 = self.blocks.astype(np.float32, copy=False)
+                with float32_work():
+                    ev = self._evaluate(x, self._blocks32)
+                ev.extra["precision"] = "float32"
+                return ev
             return self._evaluate(x)
 
-    def _evaluate(self, x) -> Evaluation:
+    def _evaluate(self, x, blocks=None) -> Evaluation:
         x = np.asarray(x, dtype=float)
         if not self.feasible(x):
             raise NotPositiveDefiniteError("Q" + ("" if self.zero_mean else " or 1 + Qbar")
                                            + " is not positive definite")
         self.n_eval += 1
         Q, Qb = self.unpack(x)
-        g, b = self.gen, self.blocks
+        g, b = self.gen, (self.blocks if blocks is None else blocks)
         args = (self.D, self.y, self.T, self.N, self.lambda1)
         if self.zero_mean:
             S, gQ, cho, z = g.action_gradient_zero_mean(Q, b, self.pairs, *args)
