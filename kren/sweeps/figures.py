@@ -159,6 +159,16 @@ def _xlabel(x):
     return "hidden width N (channels)" if x == "N" else "α = P/N"
 
 
+
+def _finish(plt, fig, stem, formats, title):
+    """Give the figure its title, write it in every format (:func:`save_figure`), close it and
+    return the paths written."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    paths = save_figure(fig, stem, formats)
+    plt.close(fig)
+    return paths
+
 def plot_test_error(df, stem, x="N", title="", formats=("png", "pdf")):
     """Test error against N (or α) per architecture: theory lines, sampled ±2 SE (module doc)."""
     plt = _plt()
@@ -191,11 +201,7 @@ def plot_test_error(df, stem, x="N", title="", formats=("png", "pdf")):
         ax.legend(fontsize=7)
         if facet:
             ax.set_title(facet, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    paths = save_figure(fig, stem, formats)
-    plt.close(fig)
-    return paths
+    return _finish(plt, fig, stem, formats, title)
 
 
 def plot_bias_variance(df, stem, x="N", title="", formats=("png", "pdf")):
@@ -223,11 +229,7 @@ def plot_bias_variance(df, stem, x="N", title="", formats=("png", "pdf")):
             ax.set_xlabel(_xlabel(x))
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    paths = save_figure(fig, stem, formats)
-    plt.close(fig)
-    return paths
+    return _finish(plt, fig, stem, formats, title)
 
 
 def plot_q_spectra(df, stem, x="N", title="", formats=("png", "pdf")):
@@ -254,11 +256,7 @@ def plot_q_spectra(df, stem, x="N", title="", formats=("png", "pdf")):
             ax.set_title(f"{s}: eigenvalues of Q" + (f"; {facet}" if facet else ""), fontsize=9)
             ax.set_xlabel(_xlabel(x))
             ax.grid(alpha=0.3, which="both")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    paths = save_figure(fig, stem, formats)
-    plt.close(fig)
-    return paths
+    return _finish(plt, fig, stem, formats, title)
 
 
 def plot_heatmap(df, stem, title="", formats=("png", "pdf")):
@@ -286,11 +284,7 @@ def plot_heatmap(df, stem, title="", formats=("png", "pdf")):
         ax.set_ylabel("T")
         ax.set_title(f"{s}: test error" + (f"; {facet}" if facet else ""), fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.85)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    paths = save_figure(fig, stem, formats)
-    plt.close(fig)
-    return paths
+    return _finish(plt, fig, stem, formats, title)
 
 
 def plot_sweep(folder, x="N", formats=("png", "pdf"), out=None, title=None) -> dict:
