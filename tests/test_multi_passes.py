@@ -145,3 +145,13 @@ def test_float32_stage_is_automatic_only_for_large_A():
     assert ev.extra["precision"] == "float32" and p.precision == np.float64
     with pytest.raises(ValueError, match="float32 or float64"):
         p.working_precision(np.float16)
+
+
+def test_float32_stage_that_uses_up_max_iter_reports_not_converged():
+    """max_iter counts the float32 stage's iterations too: when they use it up the solve
+    returns the best point, evaluated in float64, as not converged (it crashed before)."""
+    p = _problem(True)
+    s = solve(p, tol=1e-12, max_iter=2, method="anderson")
+    assert not s.result.converged
+    assert s.result.n_iter == 2 and "max_iter" in str(s.result.message)
+    assert s.cho[0].dtype == np.float64

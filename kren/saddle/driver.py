@@ -182,6 +182,8 @@ def solve(problem, Q0=None, Qbar0=None, tol: float = 1e-9, max_iter: int = 1000,
                                                                         tol):
             break                             # (at the precision floor no method does better)
         ev = best                             # the next stage starts from the best point
+    if out is None:                           # the float32 stage used up max_iter
+        out = Outcome("max_iter", ev, Monitor(tol, 1, merit, ev), 0)
     status = out.status
     if status == "stopped" and getattr(callback, "stop_reason", None):
         out.detail["reason"] = callback.stop_reason
