@@ -24,7 +24,7 @@ _CONTROLLER = None
 #: products on matrices of size below THREADED_MIN run on one BLAS thread, larger ones on all
 #: the cores the process may use. Override with :func:`set_blas_policy` or the environment
 #: variable KREN_THREADED_MIN.
-THREADED_MIN = int(os.environ.get("KREN_THREADED_MIN", "1500"))
+THREADED_MIN = int(os.environ.get("KREN_THREADED_MIN", "700"))
 #: Kept for compatibility: the largest size run on one thread (THREADED_MIN − 1).
 SINGLE_THREAD_MAX = THREADED_MIN - 1
 
@@ -69,23 +69,79 @@ def _own_load(now: float | None = None, cpu: float | None = None) -> float:
 _own_load()                                   # the first sample: when kren.linalg was imported
 
 
+#: Scans of /proc a busy test takes (the fewest running others counts: a process that ran
+#: for an instant is not a held core).
+PROC_SAMPLES = 2
+#: Seconds a busy test's answer is reused (a scan reads every /proc/<pid>/stat: ~1 ms).
+BUSY_TTL = 0.25
+_BUSY: dict = {"t": -1.0, "cores": 0.0}
+#: PF_KTHREAD in /proc/<pid>/stat's flags: kernel threads (memory compaction, DAMON, workers
+#: woken by kren's own page faults) are not other processes' load.
+_PF_KTHREAD = 0x00200000
+
+
+def _others_running() -> int | None:
+    """User processes other than this one whose main thread is running or runnable right now
+    (state R in /proc/<pid>/stat, kernel threads excluded); None where /proc is not there."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    if "self" not in names:
+        return None
+    me, n = os.getpid(), 0
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                st = f.read()
+        except OSError:
+            continue                              # the process ended meanwhile
+        fields = st[st.rfind(b")") + 2:].split()
+        if len(fields) > 6 and fields[0] == b"R" and not int(fields[6]) & _PF_KTHREAD:
+            n += 1
+    return n
+
+
 def _busy_cores() -> float:
-    """Cores held by other processes: the 1-minute load average less this process's own CPU
-    use over about the same minute (:func:`_own_load`; 0 where the load is unknown)."""
-    load = _loadavg()
-    return max(0.0, load - _own_load()) if load > 0 else 0.0
+    """Cores held by other processes. Where Linux's /proc tells: the user processes other
+    than this one running right now (:func:`_others_running`, the fewer of PROC_SAMPLES scans,
+    reused for BUSY_TTL seconds). Elsewhere: the 1-minute load average less this process's
+    own CPU use over about the same minute (:func:`_own_load`; 0 where the load is unknown).
+    The load average lags by a minute: a fit started just after another process finished saw
+    that process's load and ran its factorizations on one thread (P = 1000 Cholesky + potri
+    30.5 ms instead of 17.6 ms); the machine-wide count of runnable threads (procs_running)
+    counts the kernel threads that kren's own large allocations wake."""
+    import time
+    now = time.monotonic()
+    if now - _BUSY["t"] < BUSY_TTL:
+        return _BUSY["cores"]
+    others = _others_running()
+    if others is None:
+        load = _loadavg()
+        return max(0.0, load - _own_load()) if load > 0 else 0.0
+    for _ in range(PROC_SAMPLES - 1):
+        if others <= 0:
+            break
+        others = min(others, _others_running())
+    _BUSY.update(t=now, cores=float(others))
+    return float(others)
 
 
 def blas_threads(n: int) -> int | None:
     """BLAS threads for dense work on n×n matrices: 1, or None (all the cores).
 
     The policy (benchmarks/bench_scale.py --blas prints the figures):
-    * below THREADED_MIN (1500) always one thread: a factorization (Cholesky, potri) takes
-      milliseconds and OpenBLAS's threads cost more than they save;
+    * below THREADED_MIN (700) always one thread: a factorization (Cholesky, potri) takes
+      a few milliseconds and OpenBLAS's threads cost more than they save (idle two-core machine,
+      Cholesky + potri, medians of 7: n = 700 12.0 ms on one thread, 7.3 ms on two; n = 1000
+      30.5 → 17.6 ms; n = 1500 93.9 → 51.5 ms; until stop 17 the threshold was 1500);
     * from THREADED_MIN on, all the cores — unless other processes hold part of them
-      (:func:`machine_busy`: the 1-minute load average less this process's own CPU use over
-      that minute, above a quarter of the cores and at least half a core; kren's own pass
-      threads do not count): then one thread, because a threaded factorization whose threads
+      (:func:`machine_busy`: their threads runnable right now, from Linux's /proc, or else the
+      1-minute load average less this process's own CPU use over that minute; above a quarter
+      of the cores and at least half a core; kren's own threads do not count): then one
+      thread, because a threaded factorization whose threads
       wait for a held core runs 2–20× slower than a single-threaded one (measured on two
       cores at load 7–9: P = 1000 0.14 s against 2.9 s, P = 3000 2.6 s against 4.5 s for
       Cholesky + inverse; in a P = 3000 fit beside another process holding ~1.4 cores,

@@ -11,6 +11,7 @@ exact float64 pass over the stored values.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,14 +44,29 @@ def _ranges(L: int, threads: int):
             yield part
 
 
+#: One pool of pass threads for the process (threads started once: a P = 1000 fit makes ~30
+#: passes, and starting two threads a pass cost ~0.15 s of a 2 s fit); made again after a fork,
+#: whose child inherits the pool object but none of its threads.
+_POOL: dict = {"pool": None, "workers": 0, "pid": None}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    p = _POOL
+    if p["pool"] is None or p["workers"] < workers or p["pid"] != os.getpid():
+        if p["pool"] is not None and p["pid"] == os.getpid():
+            p["pool"].shutdown(wait=False)
+        p.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="kren-pass"),
+                 workers=workers, pid=os.getpid())
+    return p["pool"]
+
+
 def _run(jobs):
     from ..linalg import single_blas_thread
     jobs = list(jobs)
     with single_blas_thread():
         if len(jobs) == 1:
             return [jobs[0]()]
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            return list(pool.map(lambda f: f(), jobs))
+        return list(_pool(len(jobs)).map(lambda f: f(), jobs))
 
 
 def combine_rows(coef: np.ndarray, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
