@@ -317,3 +317,22 @@ def test_lower_weights_by_row_blocks():
         out = np.full((P - 3, P), np.nan)
         lower_weights_rows(B, 3, P, out)
         assert np.array_equal(out, want[3:P, :P])
+
+
+def test_pass_pool_is_reused_grown_and_remade_after_fork(monkeypatch):
+    """kren.tensors.mixed keeps one pool of pass threads: the same pool for the next pass, a
+    larger one when more workers are asked, and a new one in a forked child (which inherits
+    the pool object but none of its threads: the old one would never run the work)."""
+    from kren.tensors import mixed
+    monkeypatch.setattr(mixed, "_POOL", {"pool": None, "workers": 0, "pid": None})
+    a = mixed._pool(2)
+    assert mixed._pool(2) is a and mixed._pool(1) is a
+    b = mixed._pool(3)
+    assert b is not a and mixed._POOL["workers"] == 3
+    pid = mixed.os.getpid()
+    monkeypatch.setattr(mixed.os, "getpid", lambda: pid + 1)
+    c = mixed._pool(2)
+    assert c is not b and mixed._POOL["pid"] == pid + 1
+    assert sorted(mixed._run([lambda: 1, lambda: 2])) == [1, 2]
+    for pool in (b, c):
+        pool.shutdown(wait=True)

@@ -12,6 +12,7 @@ exact float64 pass over the stored values.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,16 +49,20 @@ def _ranges(L: int, threads: int):
 #: passes, and starting two threads a pass cost ~0.15 s of a 2 s fit); made again after a fork,
 #: whose child inherits the pool object but none of its threads.
 _POOL: dict = {"pool": None, "workers": 0, "pid": None}
+_POOL_LOCK = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    p = _POOL
-    if p["pool"] is None or p["workers"] < workers or p["pid"] != os.getpid():
-        if p["pool"] is not None and p["pid"] == os.getpid():
-            p["pool"].shutdown(wait=False)
-        p.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="kren-pass"),
-                 workers=workers, pid=os.getpid())
-    return p["pool"]
+    """The process's pass pool with at least ``workers`` threads (a larger one replaces it;
+    work already queued on the old one still runs)."""
+    with _POOL_LOCK:
+        p = _POOL
+        if p["pool"] is None or p["workers"] < workers or p["pid"] != os.getpid():
+            if p["pool"] is not None and p["pid"] == os.getpid():
+                p["pool"].shutdown(wait=False)
+            p.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="kren-pass"),
+                     workers=workers, pid=os.getpid())
+        return p["pool"]
 
 
 def _run(jobs):
