@@ -50,6 +50,7 @@ class Fn:
     labels: dict = field(default_factory=dict)      # matrix -> label in errors
     varnames: dict = field(default_factory=dict)    # label -> name of its Cholesky factor
     known: dict = field(default_factory=dict)       # lowered expression -> given symbol
+    overwrite: tuple = ()                           # labels of temporaries factorized in place
     returns: str = ""                                # return expression (default: outputs)
 
 
@@ -124,7 +125,7 @@ def render_body(fn: Fn) -> list:
     repl = [(num.get(t, t), e.xreplace(num)) for t, e in repl]
     reduced = [e.xreplace(num) for e in reduced]
 
-    printer = KrenPrinter(tensor_args=fn.tensors)
+    printer = KrenPrinter(tensor_args=fn.tensors, overwrite=fn.overwrite)
     lines = []
     done = set()
     repl_map = {str(t): (t, e) for t, e in repl}

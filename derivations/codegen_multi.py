@@ -16,7 +16,7 @@ import sympy as sp
 from sympy import Identity, MatrixSymbol
 
 from . import multi_output as mo
-from .action import PairContract
+from .action import PairContract, PairSum
 from .printer import ChoFactor, ChoSolve
 
 __all__ = ["functions_multi", "functions_multi_fc", "DOC_MULTI", "DOC_MULTI_FC",
@@ -78,7 +78,15 @@ def _fast(defs, contract: bool):
     K_R = MatrixSymbol("K_R", mo.DP, mo.DP)
     out = []
     for sym, e in defs:
-        if str(sym) == "A":
+        if str(sym) == "K_R" and contract:
+            # zero-mean units: K_R = c·PairSum(Q) printed as PairSum(c·Q), the scalar on the
+            # (nD)×(nD) Q instead of a (DP)×(DP) product (PairSum is linear in its weights)
+            c, rest = e.as_coeff_mmul()
+            rest = rest.args[0] if len(rest.args) == 1 else rest
+            if not (isinstance(rest, PairSum) and rest.W == MatrixSymbol("Q", mo.nD, mo.nD)):
+                raise AssertionError(f"zero-mean K_R is not c*PairSum(Q, K): {e}")
+            e = PairSum(c * rest.W, rest.tensor, mo.DP, mo.DP)
+        elif str(sym) == "A":
             if e != mo.T * Identity(mo.DP) + K_R:
                 raise AssertionError(f"A is not T*1 + K_R: {e}")
             e = _Shifted(K_R, mo.T)
@@ -146,6 +154,22 @@ def _with_cho(defs, zero_mean, labels):
     return out
 
 
+def _in_place(defs) -> dict:
+    """``overwrite`` for an Fn of the action: A = T𝟙 + K_R is a fresh temporary that is exactly
+    symmetric (multi_pair_combine adds S_de + S_edᵀ blockwise, and T goes on the diagonal), so
+    its Cholesky factor is computed in A's own memory (kren.linalg.cho_factor(overwrite=True))
+    when no definition after A reads A itself (only its factor)."""
+    from sympy import Determinant, Inverse
+    A = MatrixSymbol("A", mo.DP, mo.DP)
+    names = [str(s) for s, _ in defs]
+    k = names.index("A")
+    # A⁻¹ and det A are lowered onto the factor (derivations.printer.lower); anything else reads A
+    via_factor = {Inverse(A): MatrixSymbol("A_inv", mo.DP, mo.DP),
+                  Determinant(A): sp.Symbol("det_A")}
+    read = any(e.xreplace(via_factor).has(A) for _, e in defs[k + 1:])
+    return {} if read else {"overwrite": (A_LABEL,)}
+
+
 def functions_multi() -> list:
     """The Fn specifications of kren/generated/multi.py."""
     gen, zm = mo.multi_program(False), mo.multi_program(True)
@@ -186,7 +210,8 @@ def functions_multi() -> list:
             f"""D-output effective action, zero-mean units (THEORY §3c):
 
             {S0_DOC}
-            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels), ["S"], **common),
+            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels), ["S"], **common,
+            **_in_place(_fast(zm.defs, True))),
         _fn("action_gradient", ["Q", "Qbar", "blocks", "pairs", "mu", "D", "y", "T", "N",
                                 "lambda1"],
             f"""D-output action and gradient (THEORY §3c): (S, dS_dQ, dS_dQbar, cho, z).
@@ -210,7 +235,7 @@ def functions_multi() -> list:
             One (DP)×(DP) Cholesky and inverse, two passes over the stored blocks (one GEMM per
             output each, kren.multi_linalg).
             """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels),
-            ["S", "dS_dQ", "cho", "z"], **common),
+            ["S", "dS_dQ", "cho", "z"], **common, **_in_place(_fast(zm.defs, True))),
     ]
     hz = mo.multi_hessian_zero_mean_program()
     fns.append(_fn(

@@ -284,13 +284,17 @@ class KrenPrinter(NumPyPrinter):
     (kren.multi_linalg; THEORY §3c),
     ("diag", name) for the diagonal blocks K_ii only (LCN, shape (n, ...)),
     ("matrix", name) for the FC kernel (a single P×P matrix).
+    ``overwrite``: labels of matrices that are temporaries, exactly symmetric and read only
+    through their factor; their ChoFactor prints ``overwrite=True`` (factorized in place,
+    kren.linalg.cho_factor).
     """
 
     printmethod = "_krenprint"
 
-    def __init__(self, tensor_args=None, settings=None):
+    def __init__(self, tensor_args=None, settings=None, overwrite=()):
         super().__init__(settings or {"fully_qualified_modules": True})
         self.tensor_args = tensor_args or {"K": ("pairs", "blocks", "pairs")}
+        self.overwrite = frozenset(overwrite)
 
     def _module_format(self, fqn, register=True):
         if fqn.startswith("numpy."):
@@ -409,6 +413,8 @@ class KrenPrinter(NumPyPrinter):
 
     # kren.linalg primitives ----------------------------------------------------------------
     def _print_ChoFactor(self, expr):
+        if expr.label in self.overwrite:
+            return f"cho_factor({self._print(expr.matrix)}, {expr.label!r}, overwrite=True)"
         return f"cho_factor({self._print(expr.matrix)}, {expr.label!r})"
 
     def _print_ChoSolve(self, expr):

@@ -191,11 +191,29 @@ def _on_device(x) -> bool:
     return bool(getattr(x, "kren_device", False))
 
 
-def cho_factor(A: np.ndarray, what: str = "matrix"):
+def cho_factor(A: np.ndarray, what: str = "matrix", overwrite: bool = False):
     """Cholesky factor (c, lower) of a symmetric positive-definite matrix (a device matrix is
-    factorized on its device, kren.tensors.torch_backend)."""
+    factorized on its device, kren.tensors.torch_backend).
+
+    ``overwrite=True``: A is a temporary the caller gives up and is *exactly* symmetric (the
+    generated code's A = T𝟙 + K_R, kren.multi_linalg.multi_pair_combine); a contiguous float32
+    or float64 A is then factorized in its own memory (A viewed in Fortran order: Aᵀ = A), with
+    no copy, and c shares A's memory. The factor is the one the copying path gives."""
     if _on_device(A):
         return A.cholesky(what)
+    if (overwrite and isinstance(A, np.ndarray) and A.ndim == 2 and A.shape[0] == A.shape[1]
+            and A.dtype in (np.float32, np.float64) and A.flags.writeable
+            and (A.flags.c_contiguous or A.flags.f_contiguous)):
+        F = A if A.flags.f_contiguous else A.T
+        potrf = _lapack.dpotrf if A.dtype == np.float64 else _lapack.spotrf
+        with _lapack_context(A.shape[0]):
+            c, info = potrf(F, lower=True, overwrite_a=True, clean=False)
+        if info > 0:
+            raise NotPositiveDefiniteError(f"{what} is not positive definite ({info}-th leading "
+                                           "minor not positive definite)")
+        if info < 0:
+            raise ValueError(f"potrf: argument {-info} of the factorization of {what} is invalid")
+        return c, True
     try:
         with _lapack_context(A.shape[0]):
             return _cho_factor(A, lower=True, check_finite=False)

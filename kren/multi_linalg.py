@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from .linalg import NotPositiveDefiniteError, pair_hessian_terms, single_blas_thread
+from .scratch import scratch
 
 __all__ = ["multi_pair_contract_inverse", "inverse_blocks", "float32_work", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
            "multi_full_combine", "multi_diag_combine", "multi_point_blocks",
@@ -132,7 +133,8 @@ def multi_pair_combine(W, blocks, pairs, D) -> np.ndarray:
     (halved for i = j), block (d, e) of the result is S_{de} + S_{ed}ᵀ: one GEMM of the
     (D² × n_pairs) coefficients against the stored blocks (one pass over the tensor, BLAS
     threads as the caller's context sets them), then D² block additions into the (d, μ)
-    stacking; no Kronecker product is formed. float64 unless :func:`float32_work` is active and
+    stacking; no Kronecker product is formed (the S_de are a :mod:`kren.scratch` buffer).
+    float64 unless :func:`float32_work` is active and
     the blocks are float32 (then float32: the working precision of a float32 solver stage).
     """
     D = output_count(D)
@@ -143,7 +145,8 @@ def multi_pair_combine(W, blocks, pairs, D) -> np.ndarray:
     W = _check_sym(W, "W", n * D)
     C = _coefs(W, pairs, n, D).astype(blocks.dtype, copy=True)
     C[pairs[:, 0] == pairs[:, 1]] *= 0.5
-    S = (C.reshape(n_p, D * D).T @ blocks.reshape(n_p, P * P)).reshape(D, D, P, P)
+    S = scratch("output_blocks", (D, D, P, P), blocks.dtype)     # kren.scratch: dies here
+    np.matmul(C.reshape(n_p, D * D).T, blocks.reshape(n_p, P * P), out=S.reshape(D * D, P * P))
     out = np.empty((D, P, D, P), dtype=_work_dtype(blocks.dtype))
     R = _TILE
     for d in range(D):
@@ -186,7 +189,8 @@ def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
     the stored blocks gives every ⟨K_p, (A⁻¹)_{de}⟩; minus z_dᵀ K_ij z_e from one product of the
     blocks with the D columns of z. Equal to multi_pair_contract(blocks, A⁻¹ − zzᵀ, pairs, D)
     up to round-off. A float32 factor (a :func:`float32_work` stage) is inverted and contracted
-    in float32; G is returned in float64."""
+    in float32; G is returned in float64. potri's copy of the factor and the gathered blocks
+    are :mod:`kren.scratch` buffers."""
     from scipy.linalg import lapack
     D = output_count(D)
     blocks = np.asarray(blocks)
@@ -194,15 +198,19 @@ def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
     c, lower = cho
     potri = lapack.dpotri if c.dtype == np.float64 else lapack.spotri
     from .linalg import _lapack_context
+    work = scratch("inverse", c.shape, c.dtype, order="F")      # potri in place on a copy
+    np.copyto(work, c)
     with _lapack_context(c.shape[0]):
-        L, info = potri(c, lower=lower)
+        L, info = potri(work, lower=lower, overwrite_c=1)
     if info != 0:
         raise NotPositiveDefiniteError(f"potri failed with info={info}")
     if not lower:
         L = L.T
     n = int(np.max(pairs)) + 1 if n_p else 1
-    M = inverse_blocks(L, D).astype(blocks.dtype, copy=False)
-    del L
+    M = inverse_blocks(L, D, out=scratch("output_blocks", (D, D, L.shape[0] // D,
+                                                          L.shape[0] // D), L.dtype))
+    M = M.astype(blocks.dtype, copy=False)
+    del L, work
     g = (blocks.reshape(n_p, P * P) @ M.reshape(D * D, P * P).T).astype(np.float64)
     del M
     g = g.reshape(n_p, D, D)
@@ -216,14 +224,19 @@ def multi_pair_contract_inverse(blocks, cho, z, pairs, D) -> np.ndarray:
     return G.reshape(n * D, n * D)
 
 
-def inverse_blocks(L, D) -> np.ndarray:
+def inverse_blocks(L, D, out=None) -> np.ndarray:
     """The P×P blocks (d, e) of a symmetric (DP)×(DP) matrix of which only the lower triangle
     of ``L`` is valid (LAPACK's potri output), as a contiguous (D, D, P, P) array:
     out[d, e] = L_{de} for d > e, L_{ed}ᵀ for d < e, and the symmetrized lower triangle of
-    L_{dd} on the diagonal."""
+    L_{dd} on the diagonal. ``out``: a C-contiguous (D, D, P, P) array of L's dtype to write
+    into (default: a new one)."""
     D = output_count(D)
     P = L.shape[0] // D
-    out = np.empty((D, D, P, P), dtype=L.dtype)
+    if out is None:
+        out = np.empty((D, D, P, P), dtype=L.dtype)
+    elif out.shape != (D, D, P, P) or out.dtype != L.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous ({D}, {D}, {P}, {P}) {L.dtype} array, "
+                         f"got {out.shape} {out.dtype}")
     R = _TILE
     for d in range(D):
         rows = L[d * P:(d + 1) * P]

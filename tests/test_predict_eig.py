@@ -4,9 +4,10 @@ against GP regression through the Cholesky factor of A = T𝟙 + K_R (posterior_
 generated predictor_moments / train_error): the same numbers, at N = ∞ and finite N down to
 N = 2, and the projections K(x0, X) U built once per kernel cache for every N (issue 12).
 
-Tolerance 1e-12 (relative to the largest value): both are backward-stable evaluations of the
-same formulas of THEORY §4, so they differ by about κ(A)·eps with κ(A) = 1 + Q k_max/(λ1 T)
-≲ 10³ here, i.e. ~1e-13."""
+Tolerance 10·κ(A)·eps (relative to the largest value), κ(A) computed for each fit: both are
+backward-stable evaluations of the same formulas of THEORY §4, so they differ by about
+κ(A)·eps. κ(A) runs from 57 (erf, N = ∞) to 1.4e4 (relu, N = 2), where the variances differ
+by 1.1e-12 = 0.35·κ·eps with OpenBLAS's AVX-512 kernels (≤ 1e-12 on AVX2)."""
 import math
 
 import numpy as np
@@ -48,8 +49,9 @@ def test_eigenbasis_predictor_equals_cholesky_predictor(ds, name):
         mean, var = m.predict(ds.X_test, return_var=True)
         cho, z = fit.factor()                                 # A = T·1 + K_R, factorized now
         ref_mean, ref_var = posterior_moments(fit.kernel(), ds.X_test, fit.train, cho, z)
-        assert _rel(mean, ref_mean) <= 1e-12, (N, _rel(mean, ref_mean))
-        assert _rel(var, ref_var) <= 1e-12, (N, _rel(var, ref_var))
+        tol = 10 * np.linalg.cond(fit.K_R + fit.T * np.eye(fit.P)) * np.finfo(float).eps
+        assert _rel(mean, ref_mean) <= tol, (N, _rel(mean, ref_mean), tol)
+        assert _rel(var, ref_var) <= tol, (N, _rel(var, ref_var), tol)
         assert np.all(var > 0)
         ref_train = predictor.train_error(fit.K_R, cho, fit.y, fit.T)
         assert m.train_error() == pytest.approx(ref_train, rel=1e-12, abs=0), N

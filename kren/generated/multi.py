@@ -115,9 +115,9 @@ def action_zero_mean(Q, blocks, pairs, D, y, T, N, lambda1):
     N = as_float(N, 'N')
     lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
-    K_R = (1/(lambda1*n))*multi_pair_combine(Q, blocks, pairs, D)
+    K_R = multi_pair_combine((1/(lambda1*n))*Q, blocks, pairs, D)
     A = shifted(K_R, T)
-    cho = cho_factor(A, 'A = T*1 + K_R')
+    cho = cho_factor(A, 'A = T*1 + K_R', overwrite=True)
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
     return S
@@ -193,9 +193,9 @@ def action_gradient_zero_mean(Q, blocks, pairs, D, y, T, N, lambda1):
     lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
     t0 = 1/(lambda1*n)
-    K_R = t0*multi_pair_combine(Q, blocks, pairs, D)
+    K_R = multi_pair_combine(t0*Q, blocks, pairs, D)
     A = shifted(K_R, T)
-    cho = cho_factor(A, 'A = T*1 + K_R')
+    cho = cho_factor(A, 'A = T*1 + K_R', overwrite=True)
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
     G = multi_pair_contract_inverse(blocks, cho, z, pairs, D)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..linalg import NotPositiveDefiniteError, blas_context
 from ..multi_linalg import float32_work, output_pairs, stack
+from ..scratch import ScratchPool
 from .problem import Evaluation
 from .symmetric_start import SymmetricStart
 
@@ -88,6 +89,14 @@ class MultiMatrixProblem(SymmetricStart):
         self.float32_stage = bool(float32_stage)
         self.precision = np.float64
         self._blocks32 = None
+        #: the evaluations' large temporaries, allocated once (kren.scratch): freed with the
+        #: problem, or by release_scratch()
+        self._scratch = ScratchPool()
+
+    def release_scratch(self) -> None:
+        """Free the buffers the evaluations reuse (kren.scratch); later evaluations make them
+        again."""
+        self._scratch.clear()
 
     # ------------------------------------------------------------------ coordinates
     def _sym(self, v) -> np.ndarray:
@@ -154,7 +163,7 @@ class MultiMatrixProblem(SymmetricStart):
         return ctx()
 
     def evaluate(self, x) -> Evaluation:
-        with self._blas():
+        with self._blas(), self._scratch.active():
             if self.precision == np.float32:
                 if self._blocks32 is None:
                     self._blocks32 = self.blocks.astype(np.float32, copy=False)
