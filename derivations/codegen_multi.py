@@ -17,7 +17,7 @@ from sympy import Identity, MatrixSymbol
 
 from . import multi_output as mo
 from .action import PairContract, PairSum
-from .printer import ChoFactor, ChoSolve
+from .printer import ChoFactor, ChoSolve, Shifted
 
 __all__ = ["functions_multi", "functions_multi_fc", "DOC_MULTI", "DOC_MULTI_FC",
            "IMPORTS_MULTI", "IMPORTS_MULTI_FC"]
@@ -45,16 +45,6 @@ IMPORTS_MULTI_FC = ["import numpy as np", "",
                     "from kren.multi_linalg import eigh_pd, kron_eig_hessian_terms"]
 
 A_LABEL = "A = T*1 + K_R"
-
-
-class _Shifted(sp.Expr):
-    """A = T𝟙 + K_R printed as ``shifted(K_R, T)`` (kren.multi_linalg.shifted: T added to the
-    diagonal of the temporary K_R in place; no (DP)×(DP) identity)."""
-
-    is_commutative = True
-
-    def _numpycode(self, p):
-        return f"shifted({p._print(self.args[0])}, {p._print(self.args[1])})"
 
 
 class _ContractInverse(sp.Expr):
@@ -89,7 +79,7 @@ def _fast(defs, contract: bool):
         elif str(sym) == "A":
             if e != mo.T * Identity(mo.DP) + K_R:
                 raise AssertionError(f"A is not T*1 + K_R: {e}")
-            e = _Shifted(K_R, mo.T)
+            e = Shifted(K_R, mo.T)
         elif str(sym) == "G" and contract:
             if e != PairContract(mo.K, B, mo.nD):
                 raise AssertionError(f"G is not PairContract(K, B): {e}")

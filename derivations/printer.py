@@ -36,7 +36,7 @@ from sympy.printing.numpy import NumPyPrinter
 from .action import (HessTerm, Inner, ModeSum, PackedBlocks, PackedSandwich, PackedSandwich2,
                      PairContract, PairHessianTerms, PairSum, SaddleHessianTerms, transpose)
 
-__all__ = ["ChoFactor", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
+__all__ = ["ChoFactor", "Shifted", "InverseMinusOuter", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
            "ColumnDot", "lower", "KrenPrinter"]
 
 
@@ -59,6 +59,28 @@ class ChoFactor(sp.Expr):
     @property
     def label(self):
         return self.args[1].name
+
+
+class Shifted(sp.Expr):
+    """A = T𝟙 + K printed as ``shifted(K, T)`` (kren.linalg.shifted: T added to the diagonal of
+    the temporary K in place; no identity, no second matrix). K must be a temporary that no
+    later definition reads (the callers check)."""
+
+    is_commutative = True
+
+    def _numpycode(self, p):
+        return f"shifted({p._print(self.args[0])}, {p._print(self.args[1])})"
+
+
+class InverseMinusOuter(sp.Expr):
+    """B = A⁻¹ − z zᵀ from the factor ``cho`` of A and z = A⁻¹y, printed as
+    ``inverse_minus_outer(cho, z)`` (kren.linalg: potri's copy becomes B, no other P×P
+    temporary; the same numbers as −np.outer(z, z) + cho_inverse(cho))."""
+
+    is_commutative = True
+
+    def _numpycode(self, p):
+        return f"inverse_minus_outer({p._print(self.args[0])}, {p._print(self.args[1])})"
 
 
 class ChoSolve(MatrixExpr):

@@ -259,6 +259,36 @@ def cho_inverse(cho) -> np.ndarray:
     return mirror(inv, lower)
 
 
+def inverse_minus_outer(cho, z: np.ndarray, block: int = 512) -> np.ndarray:
+    """B = A⁻¹ − z zᵀ from a Cholesky factor of A (THEORY §3: the matrix the gradient contracts
+    with the kernel blocks): potri's copy of the factor becomes B, mirrored and then reduced by
+    z zᵀ in place, block of rows by block of rows (no P×P temporaries besides B itself: at
+    P = 10⁴ each is 800 MB). The same numbers as −np.outer(z, z) + cho_inverse(cho). A device
+    factor gives a device matrix."""
+    z = np.asarray(z, dtype=np.float64)
+    if _on_device(cho[0]):
+        return cho_inverse(cho) - np.outer(z, z)
+    B = cho_inverse(cho)
+    if B.shape != (z.shape[0], z.shape[0]):
+        raise ValueError(f"z must have length {B.shape[0]}, got shape {z.shape}")
+    for s in range(0, B.shape[0], block):
+        e = min(s + block, B.shape[0])
+        B[s:e] -= np.outer(z[s:e], z)
+    return B
+
+
+def shifted(K, T):
+    """K + T𝟙, adding T to the diagonal of K IN PLACE (K a temporary the caller owns, e.g. the
+    renormalized kernel inside an action, a NumPy array or a device matrix): no P×P identity
+    and no second P×P array are formed. Returns K."""
+    if _on_device(K):
+        K.t.diagonal().add_(float(T))
+        return K
+    K = np.asarray(K)
+    K.flat[::K.shape[0] + 1] += T
+    return K
+
+
 def mirror(M: np.ndarray, lower: bool = True, block: int = 512) -> np.ndarray:
     """Copy the lower (or upper) triangle of a square M onto the other one, in place and by
     blocks (no P×P temporaries: at P = 10⁴ a temporary is 800 MB). Returns M."""

@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from .linalg import NotPositiveDefiniteError, pair_hessian_terms, single_blas_thread
+from .linalg import NotPositiveDefiniteError, pair_hessian_terms, shifted, single_blas_thread
 from .scratch import scratch
 
 __all__ = ["multi_pair_contract_inverse", "inverse_blocks", "float32_work", "shifted", "output_pairs", "block_pairs", "multi_pair_combine", "multi_pair_contract",
@@ -252,14 +252,6 @@ def inverse_blocks(L, D, out=None) -> np.ndarray:
             c = np.tril(t[r:r + R, r:r + R])
             t[r:r + R, r:r + R] = c + np.tril(c, -1).T
     return out
-
-
-def shifted(K, T) -> np.ndarray:
-    """K + T𝟙, adding T to the diagonal of K IN PLACE (K a temporary the caller owns, e.g. the
-    renormalized kernel inside an action): no (DP)×(DP) identity is formed."""
-    K = np.asarray(K)
-    K.flat[::K.shape[0] + 1] += T
-    return K
 
 
 def multi_full_combine(W, Kx, D) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Reused scratch buffers (kren.scratch) and the in-place factorization of A
-(kren.linalg.cho_factor(overwrite=True)): the D-output evaluation gives the same numbers with
-and without them, allocates its large temporaries once, and nothing it returns lives in a
-buffer that the next evaluation overwrites."""
+"""Fewer large temporaries in an evaluation: reused scratch buffers (kren.scratch), the in-place
+factorization of A (kren.linalg.cho_factor(overwrite=True)), A = T𝟙 + K_R in place
+(kren.linalg.shifted) and B = A⁻¹ − zzᵀ in potri's copy (kren.linalg.inverse_minus_outer).
+Each gives the numbers of the form it replaces, bit for bit on the CPU; the D-output
+evaluation allocates its large temporaries once, and nothing it returns lives in a buffer
+that the next evaluation overwrites."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +13,8 @@ import numpy as np
 import pytest
 
 from kren.generated import multi
-from kren.linalg import NotPositiveDefiniteError, cho_factor, cho_solve
+from kren.linalg import (NotPositiveDefiniteError, cho_factor, cho_inverse, cho_solve,
+                         inverse_minus_outer, shifted)
 from kren.multi_linalg import multi_pair_combine, multi_pair_contract_inverse
 from kren.saddle.multi import MultiMatrixProblem
 from kren.scratch import ScratchPool, scratch
@@ -145,3 +148,39 @@ def test_evaluations_reuse_their_buffers_and_return_nothing_that_lives_in_them()
         assert np.array_equal(p.packed_gradient(p.project(gQ)), ev.g)
     p.release_scratch()
     assert p._scratch.nbytes == 0
+
+
+def test_inverse_minus_outer_is_the_printed_form_it_replaces():
+    """Bit for bit −np.outer(z, z) + cho_inverse(cho) (x + (−y) is x − y in IEEE arithmetic),
+    with row blocks that do not divide P."""
+    A = _spd(37, 3)
+    cho = cho_factor(A)
+    z = cho_solve(cho, np.linspace(-1.0, 2.0, 37))
+    want = -np.outer(z, z) + cho_inverse(cho)
+    got = inverse_minus_outer(cho, z, block=8)
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="z must have length 37"):
+        inverse_minus_outer(cho, z[:5])
+
+
+def test_shifted_adds_T_to_the_diagonal_in_place():
+    K = _spd(6, 4)
+    want = 0.3 * np.eye(6) + K
+    got = shifted(K, 0.3)
+    assert got is K and np.array_equal(got, want)
+
+
+def test_shifted_and_inverse_minus_outer_on_a_device_matrix():
+    """The device forms (kren.tensors.torch_backend.DeviceMatrix, on torch's CPU) agree with
+    NumPy's to round-off (a torch Cholesky inverse: κ(A)·eps ≈ 1e-14 here)."""
+    torch = pytest.importorskip("torch")
+    from kren.tensors.torch_backend import DeviceMatrix
+    K = _spd(20, 5)
+    Kd = DeviceMatrix(torch.as_tensor(K.copy()))
+    out = shifted(Kd, 0.7)
+    assert out is Kd
+    np.testing.assert_array_equal(np.asarray(out), K + 0.7 * np.eye(20))
+    z = np.linspace(0.0, 1.0, 20)
+    Bd = inverse_minus_outer(cho_factor(Kd), z)
+    want = np.linalg.inv(K + 0.7 * np.eye(20)) - np.outer(z, z)
+    np.testing.assert_allclose(np.asarray(Bd), want, rtol=0, atol=1e-12)

@@ -11,7 +11,8 @@ import numpy as np
 from kren.checks import (as_float, square, vector, tensor, means, packed_sandwich, packed_sandwich2,
                          packed_blocks)
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, full_combine,
-                         pair_combine, pair_contract, pair_hessian_terms)
+                         inverse_minus_outer, pair_combine, pair_contract, pair_hessian_terms,
+                         shifted)
 
 __all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'hessian', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
@@ -69,7 +70,7 @@ def action(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     cho_R = cho_factor(np.eye(n) + Qbar, '1 + Qbar')
     R = cho_inverse(cho_R)
     K_R = (1/(lambda1*n))*(mu.T @ R @ mu - mu.T @ Q @ mu + pair_combine(Q, blocks, pairs))
-    A = T*np.eye(P) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Q @ Qbar) + (cho_logdet(cho) + (y @ z))/N
@@ -89,8 +90,8 @@ def action_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     N = as_float(N, 'N')
     lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
-    K_R = (1/(lambda1*n))*pair_combine(Q, blocks, pairs)
-    A = T*np.eye(P) + K_R
+    K_R = pair_combine((1/(lambda1*n))*Q, blocks, pairs)
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
@@ -125,11 +126,11 @@ def action_gradient(Q, Qbar, blocks, pairs, mu, y, T, N, lambda1):
     R = cho_inverse(cho_R)
     t0 = 1/(lambda1*n)
     K_R = t0*(mu.T @ R @ mu - mu.T @ Q @ mu + pair_combine(Q, blocks, pairs))
-    A = T*np.eye(P) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Q @ Qbar) + (cho_logdet(cho) + (y @ z))/N
-    B = -np.outer(z, z) + cho_inverse(cho)
+    B = inverse_minus_outer(cho, z)
     G = pair_contract(blocks, B, pairs, n)
     t1 = t0/N
     t2 = -t1
@@ -156,12 +157,12 @@ def action_gradient_zero_mean(Q, blocks, pairs, y, T, N, lambda1):
     lambda1 = as_float(lambda1, 'lambda1')
     cho_Q = cho_factor(Q, 'Q')
     t0 = 1/(lambda1*n)
-    K_R = t0*pair_combine(Q, blocks, pairs)
-    A = T*np.eye(P) + K_R
+    K_R = pair_combine(t0*Q, blocks, pairs)
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Q) + (cho_logdet(cho) + (y @ z))/N
-    B = -np.outer(z, z) + cho_inverse(cho)
+    B = inverse_minus_outer(cho, z)
     G = pair_contract(blocks, B, pairs, n)
     dS_dQ = -cho_inverse(cho_Q) + (t0/N)*G + np.eye(n)
     return S, dS_dQ, cho, z

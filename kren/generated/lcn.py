@@ -12,7 +12,8 @@ import numpy as np
 from kren.checks import (as_float, vector, tensor, means, packed_sandwich, packed_sandwich2,
                          packed_blocks)
 from kren.linalg import (cho_factor, cho_inverse, cho_logdet, cho_solve, diag_combine,
-                         pair_combine, pair_contract, pair_hessian_terms)
+                         inverse_minus_outer, pair_combine, pair_contract, pair_hessian_terms,
+                         shifted)
 
 __all__ = ['renormalized_kernel', 'action', 'action_zero_mean', 'action_gradient', 'action_gradient_zero_mean', 'hessian_zero_mean', 'hessian', 'renormalized_cross_kernel', 'renormalized_test_diagonal', 'fixed_point_zero_mean', 'fixed_point', 'eliminated_Qbar']
 
@@ -71,7 +72,7 @@ def action(q, qbar, blocks, pairs, mu, y, T, N, lambda1):
     cho_R = cho_factor(np.eye(n) + Qbard, '1 + Qbar = 1 + diag(qbar)')
     R = cho_inverse(cho_R)
     K_R = (1/(lambda1*n))*(mu.T @ R @ mu - mu.T @ Qd @ mu + pair_combine(Qd, blocks, pairs))
-    A = T*np.eye(P) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Qd @ Qbard) + (cho_logdet(cho) + (y @ z))/N
@@ -92,8 +93,8 @@ def action_zero_mean(q, blocks, pairs, y, T, N, lambda1):
     lambda1 = as_float(lambda1, 'lambda1')
     Qd = np.diag(q)
     cho_Q = cho_factor(Qd, 'Q = diag(q)')
-    K_R = (1/(lambda1*n))*pair_combine(Qd, blocks, pairs)
-    A = T*np.eye(P) + K_R
+    K_R = pair_combine((1/(lambda1*n))*Qd, blocks, pairs)
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Qd) + (cho_logdet(cho) + (y @ z))/N
@@ -127,11 +128,11 @@ def action_gradient(q, qbar, blocks, pairs, mu, y, T, N, lambda1):
     R = cho_inverse(cho_R)
     t0 = 1/(lambda1*n)
     K_R = t0*(mu.T @ R @ mu - mu.T @ Qd @ mu + pair_combine(Qd, blocks, pairs))
-    A = T*np.eye(P) + K_R
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = cho_logdet(cho_R) - np.trace(Qd @ Qbard) + (cho_logdet(cho) + (y @ z))/N
-    B = -np.outer(z, z) + cho_inverse(cho)
+    B = inverse_minus_outer(cho, z)
     G = pair_contract(blocks, B, pairs, n)
     t1 = t0/N
     t2 = -t1
@@ -158,12 +159,12 @@ def action_gradient_zero_mean(q, blocks, pairs, y, T, N, lambda1):
     Qd = np.diag(q)
     cho_Q = cho_factor(Qd, 'Q = diag(q)')
     t0 = 1/(lambda1*n)
-    K_R = t0*pair_combine(Qd, blocks, pairs)
-    A = T*np.eye(P) + K_R
+    K_R = pair_combine(t0*Qd, blocks, pairs)
+    A = shifted(K_R, T)
     cho = cho_factor(A, 'A = T*1 + K_R')
     z = cho_solve(cho, y)
     S = -cho_logdet(cho_Q) + np.trace(Qd) + (cho_logdet(cho) + (y @ z))/N
-    B = -np.outer(z, z) + cho_inverse(cho)
+    B = inverse_minus_outer(cho, z)
     G = pair_contract(blocks, B, pairs, n)
     dS_dq = np.diagonal(-cho_inverse(cho_Q) + (t0/N)*G + np.eye(n)).copy()
     return S, dS_dq, cho, z
