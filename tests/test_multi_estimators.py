@@ -115,3 +115,23 @@ def test_save_load_round_trip_with_D_outputs(digits, tmp_path, cls, suffix):
     np.testing.assert_array_equal(back.Q_, est.Q_)
     np.testing.assert_allclose(back.predict(digits.X_test), est.predict(digits.X_test),
                                rtol=0, atol=1e-12)
+
+
+def test_a_d_output_fit_whose_working_set_exceeds_the_budget_is_refused_before_it_starts(digits):
+    """The CNN with D = 10 outputs at P = 40: the stacked blocks (136 of 40×40, 1.74 MB) fit a
+    2 MB budget, the four (DP)×(DP) = 400×400 float64 matrices of an evaluation (5.1 MB) do not:
+    a MemoryBudgetError that names both and the way out, before any kernel is computed, and no
+    fitted state. With the budget raised the same fit runs."""
+    from kren.estimators.multi import multi_working_bytes
+    from kren.kernels import MemoryBudgetError
+    X, Y = digits.X_train, digits.y_train
+    blocks = 136 * 40 * 40 * 8
+    assert multi_working_bytes("matrix", 40, 10) == 4 * 400 * 400 * 8
+    est = kren.CNN(N=50.0, T=T, memory_budget=2_000_000, **CNN_GEOM)
+    assert blocks < 2_000_000 < blocks + multi_working_bytes("matrix", 40, 10)
+    with pytest.raises(MemoryBudgetError, match=r"D = 10, P = 40.*four 400×400 float64 "
+                                                r"matrices.*fewer outputs"):
+        est.fit(X, Y)
+    assert not hasattr(est, "Q_")
+    est.set_params(memory_budget=blocks + multi_working_bytes("matrix", 40, 10))
+    assert est.fit(X, Y).result_.converged

@@ -148,7 +148,8 @@ class KrenEstimator(RegressorMixin, BaseEstimator):
         storage, device = getattr(self, "storage", "auto"), getattr(self, "device", None)
         time_budget, progress = getattr(self, "time_budget", None), getattr(self, "progress", False)
         if y.ndim == 2:                 # D outputs (THEORY §3c): the stacked blocks
-            plan = multi_storage_plan(arch, train.P, storage, device, dtype)
+            plan = multi_storage_plan(arch, train.P, storage, device, dtype, D=y.shape[1],
+                                      memory_budget=self.memory_budget)
             tensor = cached(self.cache,
                             lambda: KernelCache.key("train", arch, plan.dtype, train,
                                                     extra=("stacked", None)),

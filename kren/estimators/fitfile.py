@@ -453,7 +453,8 @@ def restore(raw: RawFit, path, activation=None):
         tensor = solver_tensor(arch, train, plan)
     else:
         plan = multi_storage_plan(arch, train.P, getattr(est, "storage", "auto"),
-                                  getattr(est, "device", None), dtype)
+                                  getattr(est, "device", None), dtype, D=D,
+                                  memory_budget=est.memory_budget)
         tensor = arch.train_tensor(train, dtype=plan.dtype, memory_budget=est.memory_budget)
     cho = z = None
     if math.isinf(N):

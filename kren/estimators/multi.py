@@ -17,6 +17,7 @@ import numpy as np
 from ..validation import InvalidDataError, InvalidParameterError, check_targets
 
 __all__ = ["MultiTestError", "prepare_targets", "encode_labels", "check_label_values",
+           "multi_storage_plan", "multi_working_bytes",
            "check_multi_targets", "test_error_multi", "check_labels"]
 
 
@@ -139,18 +140,43 @@ def test_error_multi(y, mean, cov, classes=None, labels=None) -> MultiTestError:
 test_error_multi.__test__ = False   # a public name, not a pytest test when imported into one
 
 
-def multi_storage_plan(arch, P: int, storage, device, dtype):
+def multi_working_bytes(structure: str, P: int, D: int) -> int:
+    """The working set of a D-output evaluation beyond the stored blocks (float64 bytes).
+    LCN and CNN (:mod:`kren.saddle.multi`): four (DP)×(DP) matrices: A and its factor (one
+    array, factorized in place), potri's copy that becomes A⁻¹, A⁻¹'s D² blocks gathered for
+    the contraction (the last two are :mod:`kren.scratch` buffers), and the factor the previous
+    evaluation still holds. FC and pooled CNN (:mod:`kren.saddle.multi_eig`): the eigenbasis of
+    the P×P kernel, a few P×P matrices."""
+    if structure == "scalar":
+        return 4 * P * P * 8
+    return 4 * (D * P) ** 2 * 8
+
+
+def multi_storage_plan(arch, P: int, storage, device, dtype, D: int | None = None,
+                       memory_budget=None):
     """The storage of a D-output fit (THEORY §3c): the D-output problems
     (:mod:`kren.saddle.multi`, :mod:`kren.saddle.multi_eig`) and the D-output predictor read the
     train×train blocks as one stacked array (``arch.train_tensor``), n_pairs·P² values in
     ``dtype``; the packed, float32, streamed and device storages of
     :mod:`kren.tensors.storage` serve one output. ``storage`` "auto" or "stored" on the CPU
-    is accepted, anything else a named error."""
+    is accepted, anything else a named error. With ``D``, the blocks and the working set of an
+    evaluation (:func:`multi_working_bytes`) must fit the memory budget
+    (:class:`kren.kernels.MemoryBudgetError` before anything is allocated)."""
+    from ..kernels import check_memory
     from ..tensors.storage import StoragePlan
     if storage not in ("auto", "stored") or device is not None:
         raise InvalidParameterError(
             f"storage={storage!r}, device={device!r} is not available with D outputs (y of shape "
             "(P, D) or one_hot=True): use storage='auto' or 'stored' and device=None")
     dtype = np.dtype(dtype)
-    return StoragePlan("stored", dtype, len(arch.pairs) * P * P * dtype.itemsize,
+    stored = len(arch.pairs) * P * P * dtype.itemsize
+    if D is not None:
+        work = multi_working_bytes(arch.structure, P, int(D))
+        what = (f"a D-output fit with D = {D}, P = {P} (the stacked blocks, {len(arch.pairs)} of "
+                f"{P}×{P} in {dtype.name}, and the evaluation's working set"
+                + ("" if arch.structure == "scalar" else
+                   f", four {D * P}×{D * P} float64 matrices") + ")")
+        check_memory(stored + work, what, memory_budget,
+                     advice="fewer outputs (classes), float32 storage (dtype=np.float32)")
+    return StoragePlan("stored", dtype, stored,
                        "D outputs: the stacked train×train blocks (kren.saddle.multi)")
