@@ -36,7 +36,8 @@ from sympy.printing.numpy import NumPyPrinter
 from .action import (HessTerm, Inner, ModeSum, PackedBlocks, PackedSandwich, PackedSandwich2,
                      PairContract, PairHessianTerms, PairSum, SaddleHessianTerms, transpose)
 
-__all__ = ["ChoFactor", "Shifted", "InverseMinusOuter", "ChoSolve", "ChoInverse", "ChoLogdet", "TriSolve", "ColumnSquareSum",
+__all__ = ["ChoFactor", "Shifted", "InverseMinusOuter", "ChoSolve", "ChoInverse", "ChoLogdet",
+           "TriSolve", "ColumnSquareSum",
            "ColumnDot", "lower", "KrenPrinter"]
 
 
