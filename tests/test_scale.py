@@ -336,3 +336,39 @@ def test_pass_pool_is_reused_grown_and_remade_after_fork(monkeypatch):
     assert sorted(mixed._run([lambda: 1, lambda: 2])) == [1, 2]
     for pool in (b, c):
         pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("simd", [True, False])
+def test_arcsin_of_the_erf_tiles_is_chosen_by_the_machine_and_agrees(digits, simd, monkeypatch):
+    """The erf tiles take NumPy's arcsin where NumPy vectorizes it (numpy_simd_arcsin) and
+    PyTorch's asin elsewhere (when installed, from TORCH_MIN_P inputs): a rule of the machine,
+    not of timings. Both give the same tiles to a few ulp (the asin implementations differ by
+    ≤ 1 ulp, the 2/π scaling adds one: 4 eps relative to the largest entry)."""
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from kren.tensors import tiles
+    arch = _arch("erf")
+    prep = arch.prepare(digits.X_train)
+    monkeypatch.setattr(tiles, "TORCH_MIN_P", 1)
+    monkeypatch.setattr(tiles, "numpy_simd_arcsin", lambda: simd)
+    maker = tiles.TileMaker(prep, np.float64)
+    assert maker.use_torch is (not simd)
+    got = maker.ordered(3, [0, 3, 9], 0, prep.P, prep.P)
+    monkeypatch.setattr(tiles, "numpy_simd_arcsin", lambda: not simd)
+    other = tiles.TileMaker(prep, np.float64)
+    assert other.use_torch is simd
+    want = other.ordered(3, [0, 3, 9], 0, prep.P, prep.P)
+    np.testing.assert_allclose(got, want, rtol=0,
+                               atol=4 * np.finfo(float).eps * np.abs(want).max())
+    monkeypatch.setenv("KREN_TORCH_KERNELS", "0")
+    monkeypatch.setattr(tiles, "_TORCH", None)
+    monkeypatch.setattr(tiles, "numpy_simd_arcsin", lambda: False)
+    assert tiles.TileMaker(prep, np.float64).use_torch is False   # PyTorch switched off
+
+
+def test_numpy_simd_arcsin_reads_numpy_cpu_features():
+    from kren.tensors.tiles import numpy_simd_arcsin
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    assert numpy_simd_arcsin() is bool(features.get("AVX512_SKX", False))

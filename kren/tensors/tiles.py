@@ -12,10 +12,14 @@ Over ordered pairs (i, j) and (j, i) these tiles cover everything: K_ji[μ, ν] 
 erf has a fast path: with x̂_i = x_i √(2/(λ0 M)) / √(1 + 2 C_ii) (patches rescaled once),
 K = (2/π) arcsin(2c/√((1 + 2a)(1 + 2b))) = (2/π) arcsin(x̂_i · x̂_j), one matrix product and one
 arcsin per entry (the same closed form as :mod:`kren.activations`). The arcsin is the cost of a
-pass (≈ 80 % of it with NumPy's); when PyTorch is installed its vectorized ``asin`` (within
-1 ulp of NumPy's, 2–3× faster) runs in place on the tile, one thread per worker
-(:func:`torch_single_thread`); KREN_TORCH_KERNELS=0 turns that off. Every other activation goes
-through its ``kernel_inplace`` with the variances of the tile's rows and columns.
+pass. Which arcsin runs (:func:`numpy_simd_arcsin`): NumPy's where NumPy vectorizes it (its
+SVML loops, on CPUs with AVX-512: 0.92 ns an entry in float64 against PyTorch's 3.3, measured on
+a 2-core AVX-512 EPYC); elsewhere NumPy calls libm entry by entry and, when PyTorch is installed,
+its vectorized ``asin`` (within 1 ulp of NumPy's, 2–3× faster there) runs in place on the tile,
+one thread per worker (:func:`torch_single_thread`); KREN_TORCH_KERNELS=0 turns PyTorch off.
+The choice depends on the machine only, never on timings, so a machine always computes the same
+kernels. Every other activation goes through its ``kernel_inplace`` with the variances of the
+tile's rows and columns.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import numpy as np
 
 from .. import activations
 
-__all__ = ["TileMaker", "row_tiles", "torch_single_thread", "arcsin_inplace"]
+__all__ = ["TileMaker", "row_tiles", "torch_single_thread", "arcsin_inplace", "numpy_simd_arcsin"]
 
 _TORCH = None
 
@@ -47,6 +51,19 @@ def _torch_or_none():
 
 #: Inputs from which the tiles use PyTorch's asin (below, importing PyTorch costs more).
 TORCH_MIN_P = 1000
+
+
+def numpy_simd_arcsin() -> bool:
+    """Whether NumPy's arcsin is vectorized on this machine: NumPy dispatches it to SVML loops
+    on CPUs with AVX512_SKX (module docstring); elsewhere it calls libm one entry at a time."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:                                     # NumPy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return bool(features.get("AVX512_SKX", False))
 
 
 def arcsin_inplace(x: np.ndarray, use_torch: bool = True) -> np.ndarray:
@@ -105,7 +122,8 @@ class TileMaker:
             self.Z = np.ascontiguousarray(Z.astype(self.dtype))
             self.scale = scale
         self.var = var.astype(self.dtype)
-        self.use_torch = self.fast and self.P >= TORCH_MIN_P and _torch_or_none() is not None
+        self.use_torch = (self.fast and self.P >= TORCH_MIN_P and not numpy_simd_arcsin()
+                          and _torch_or_none() is not None)
 
     @property
     def factor(self) -> float:
