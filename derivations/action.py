@@ -124,6 +124,17 @@ class PairSum(MatrixExpr):
             if not is_symmetric(self.W) else self
 
 
+def scale_into_weights(expr, W=None):
+    """c·PairSum(W, K) rewritten as PairSum(c·W, K): the same matrix (PairSum is linear in its
+    weights), with the scalar on the small n×n weights instead of a P×P product when printed.
+    ``W``: the weights expected (an AssertionError names the expression otherwise)."""
+    c, rest = expr.as_coeff_mmul()
+    rest = rest.args[0] if len(rest.args) == 1 else rest
+    if not isinstance(rest, PairSum) or (W is not None and rest.W != W):
+        raise AssertionError(f"{expr} is not c*PairSum({W if W is not None else 'W'}, K)")
+    return PairSum(c * rest.W, rest.tensor, *rest.shape)
+
+
 class FullSum(PairSum):
     """Σ_ij W_ij K_ij over a full (n, n, ...) tensor (test×train blocks or test diagonals); not
     symmetric in general, so it is never transposed symbolically."""

@@ -243,11 +243,7 @@ def _cnn_like(kind: str):
         out = []
         for k, (s, e) in enumerate(defs):
             if str(s) == "K_R" and zero_mean:
-                c, rest = e.as_coeff_mmul()
-                rest = rest.args[0] if len(rest.args) == 1 else rest
-                if not isinstance(rest, ac.PairSum):
-                    raise AssertionError(f"zero-mean K_R is not c*PairSum(Q, K): {e}")
-                e = ac.PairSum(c * rest.W, rest.tensor, P, P)
+                e = ac.scale_into_weights(e)
             elif str(s) == "A":
                 if e != ac.T * Identity(P) + K_R:
                     raise AssertionError(f"A is not T*1 + K_R: {e}")

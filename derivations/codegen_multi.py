@@ -16,7 +16,7 @@ import sympy as sp
 from sympy import Identity, MatrixSymbol
 
 from . import multi_output as mo
-from .action import PairContract, PairSum
+from .action import PairContract, scale_into_weights
 from .printer import ChoFactor, ChoSolve, Shifted
 
 __all__ = ["functions_multi", "functions_multi_fc", "DOC_MULTI", "DOC_MULTI_FC",
@@ -70,12 +70,8 @@ def _fast(defs, contract: bool):
     for sym, e in defs:
         if str(sym) == "K_R" and contract:
             # zero-mean units: K_R = c·PairSum(Q) printed as PairSum(c·Q), the scalar on the
-            # (nD)×(nD) Q instead of a (DP)×(DP) product (PairSum is linear in its weights)
-            c, rest = e.as_coeff_mmul()
-            rest = rest.args[0] if len(rest.args) == 1 else rest
-            if not (isinstance(rest, PairSum) and rest.W == MatrixSymbol("Q", mo.nD, mo.nD)):
-                raise AssertionError(f"zero-mean K_R is not c*PairSum(Q, K): {e}")
-            e = PairSum(c * rest.W, rest.tensor, mo.DP, mo.DP)
+            # (nD)×(nD) Q instead of a (DP)×(DP) product
+            e = scale_into_weights(e, MatrixSymbol("Q", mo.nD, mo.nD))
         elif str(sym) == "A":
             if e != mo.T * Identity(mo.DP) + K_R:
                 raise AssertionError(f"A is not T*1 + K_R: {e}")
@@ -163,6 +159,8 @@ def _in_place(defs) -> dict:
 def functions_multi() -> list:
     """The Fn specifications of kren/generated/multi.py."""
     gen, zm = mo.multi_program(False), mo.multi_program(True)
+    gen_fast, zm_fast = _fast(gen.defs, False), _fast(zm.defs, True)
+    zm_in_place = _in_place(zm_fast)
     nD, DP = mo.nD, mo.DP
     A = MatrixSymbol("A", DP, DP)
     Q = MatrixSymbol("Q", nD, nD)
@@ -195,13 +193,13 @@ def functions_multi() -> list:
             {S_DOC}
             {K_DOC}
             """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y,
-            _with_cho(_fast(gen.defs, False), False, labels), ["S"], **common),
+            _with_cho(gen_fast, False, labels), ["S"], **common),
         _fn("action_zero_mean", ["Q", "blocks", "pairs", "D", "y", "T", "N", "lambda1"],
             f"""D-output effective action, zero-mean units (THEORY §3c):
 
             {S0_DOC}
-            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels), ["S"], **common,
-            **_in_place(_fast(zm.defs, True))),
+            """, PRE_Q + PRE_T + PRE_Y, _with_cho(zm_fast, True, labels), ["S"], **common,
+            **zm_in_place),
         _fn("action_gradient", ["Q", "Qbar", "blocks", "pairs", "mu", "D", "y", "T", "N",
                                 "lambda1"],
             f"""D-output action and gradient (THEORY §3c): (S, dS_dQ, dS_dQbar, cho, z).
@@ -213,7 +211,7 @@ def functions_multi() -> list:
             (μᴰ the lifted means, kren.multi_linalg.lift_means; derivations.multi_output
             .multi_program). {mo_doc(VEC_DOC)}
             cho: Cholesky factor of A; z = A⁻¹y (DP,).
-            """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y, _with_cho(_fast(gen.defs, False), False, labels),
+            """, PRE_Q + PRE_QB + PRE_T + PRE_MU + PRE_Y, _with_cho(gen_fast, False, labels),
             ["S", "dS_dQ", "dS_dQbar", "cho", "z"], **common),
         _fn("action_gradient_zero_mean", ["Q", "blocks", "pairs", "D", "y", "T", "N",
                                           "lambda1"],
@@ -224,8 +222,8 @@ def functions_multi() -> list:
             {mo_doc(VEC_DOC)}
             One (DP)×(DP) Cholesky and inverse, two passes over the stored blocks (one GEMM per
             output each, kren.multi_linalg).
-            """, PRE_Q + PRE_T + PRE_Y, _with_cho(_fast(zm.defs, True), True, labels),
-            ["S", "dS_dQ", "cho", "z"], **common, **_in_place(_fast(zm.defs, True))),
+            """, PRE_Q + PRE_T + PRE_Y, _with_cho(zm_fast, True, labels),
+            ["S", "dS_dQ", "cho", "z"], **common, **zm_in_place),
     ]
     hz = mo.multi_hessian_zero_mean_program()
     fns.append(_fn(

@@ -152,15 +152,14 @@ def multi_working_bytes(structure: str, P: int, D: int) -> int:
     return 4 * (D * P) ** 2 * 8
 
 
-def multi_storage_plan(arch, P: int, storage, device, dtype, D: int | None = None,
-                       memory_budget=None):
+def multi_storage_plan(arch, P: int, storage, device, dtype, D: int, memory_budget=None):
     """The storage of a D-output fit (THEORY §3c): the D-output problems
     (:mod:`kren.saddle.multi`, :mod:`kren.saddle.multi_eig`) and the D-output predictor read the
     train×train blocks as one stacked array (``arch.train_tensor``), n_pairs·P² values in
     ``dtype``; the packed, float32, streamed and device storages of
     :mod:`kren.tensors.storage` serve one output. ``storage`` "auto" or "stored" on the CPU
-    is accepted, anything else a named error. With ``D``, the blocks and the working set of an
-    evaluation (:func:`multi_working_bytes`) must fit the memory budget
+    is accepted, anything else a named error. The blocks and the working set of an evaluation
+    with D outputs (:func:`multi_working_bytes`) must fit the memory budget
     (:class:`kren.kernels.MemoryBudgetError` before anything is allocated)."""
     from ..kernels import check_memory
     from ..tensors.storage import StoragePlan
@@ -170,13 +169,12 @@ def multi_storage_plan(arch, P: int, storage, device, dtype, D: int | None = Non
             "(P, D) or one_hot=True): use storage='auto' or 'stored' and device=None")
     dtype = np.dtype(dtype)
     stored = len(arch.pairs) * P * P * dtype.itemsize
-    if D is not None:
-        work = multi_working_bytes(arch.structure, P, int(D))
-        what = (f"a D-output fit with D = {D}, P = {P} (the stacked blocks, {len(arch.pairs)} of "
-                f"{P}×{P} in {dtype.name}, and the evaluation's working set"
-                + ("" if arch.structure == "scalar" else
-                   f", four {D * P}×{D * P} float64 matrices") + ")")
-        check_memory(stored + work, what, memory_budget,
-                     advice="fewer outputs (classes), float32 storage (dtype=np.float32)")
+    work = multi_working_bytes(arch.structure, P, int(D))
+    what = (f"a D-output fit with D = {D}, P = {P} (the stacked blocks, {len(arch.pairs)} of "
+            f"{P}×{P} in {dtype.name}, and the evaluation's working set"
+            + ("" if arch.structure == "scalar" else
+               f", four {D * P}×{D * P} float64 matrices") + ")")
+    check_memory(stored + work, what, memory_budget,
+                 advice="fewer outputs (classes), float32 storage (dtype=np.float32)")
     return StoragePlan("stored", dtype, stored,
                        "D outputs: the stacked train×train blocks (kren.saddle.multi)")
